@@ -1,0 +1,196 @@
+
+/*
+ * Copyright (C) The ngx_mdm_watch_module authors
+ */
+
+
+#ifndef _NGX_HTTP_MDM_WATCH_H_INCLUDED_
+#define _NGX_HTTP_MDM_WATCH_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <openssl/x509.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+#define NGX_HTTP_MDM_WATCH_UDID_MAX            64
+#define NGX_HTTP_MDM_WATCH_SECURITY_TOKEN_LEN  36
+#define NGX_HTTP_MDM_WATCH_TOKEN_ID_LEN        32
+#define NGX_HTTP_MDM_WATCH_PAIRING_TOKEN_MAX   512
+#define NGX_HTTP_MDM_WATCH_SECRET_MIN          32
+#define NGX_HTTP_MDM_WATCH_RETRY_AFTER         "5"
+
+#define NGX_HTTP_MDM_WATCH_KEY_SECURITY_TOKEN  "mdm_watch:security_token:"
+#define NGX_HTTP_MDM_WATCH_KEY_PAIRING_TOKEN   "mdm_watch:pairing_token:"
+#define NGX_HTTP_MDM_WATCH_KEY_PAIR            "mdm_watch:pair:"
+#define NGX_HTTP_MDM_WATCH_KEY_PHONE           "mdm_watch:phone:"
+
+
+typedef struct ngx_http_mdm_watch_redis_s  ngx_http_mdm_watch_redis_t;
+
+
+typedef struct {
+    ngx_str_t                        addr;
+    ngx_str_t                        host;
+    ngx_str_t                        unix_path;
+    in_port_t                        port;
+    ngx_int_t                        db;
+    ngx_str_t                        password;
+
+    ngx_msec_t                       redis_timeout;
+    time_t                           token_ttl;
+
+    ngx_str_t                        secret;
+    ngx_str_t                        trusted_certificate;
+    X509_STORE                      *trusted;
+    ngx_flag_t                       verify_machine_info;
+
+    ngx_uint_t                       used;
+} ngx_http_mdm_watch_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                       enroll;
+    ngx_flag_t                       checkin;
+} ngx_http_mdm_watch_loc_conf_t;
+
+
+/* machine info, as the watch sends it inside CMS SignedData */
+
+typedef struct {
+    ngx_str_t                        udid;          /* upper case */
+    ngx_str_t                        serial;
+    ngx_str_t                        product;
+    ngx_str_t                        version;
+    ngx_str_t                        os_version;
+    ngx_str_t                        pairing_token; /* data == NULL: absent */
+} ngx_http_mdm_watch_machine_info_t;
+
+
+/* the fields of a check-in message the module reads */
+
+typedef struct {
+    ngx_str_t                        message_type;
+    ngx_str_t                        udid;
+    ngx_str_t                        token_service_type;
+
+    /* TokenParameters; data == NULL: missing or not a string */
+    ngx_str_t                        security_token;
+    ngx_str_t                        phone_udid;
+    ngx_str_t                        watch_udid;
+
+    unsigned                         token_parameters:1;
+} ngx_http_mdm_watch_checkin_t;
+
+
+/* the contents of a pairing token */
+
+typedef struct {
+    time_t                           expires;
+    ngx_str_t                        id;
+    ngx_str_t                        watch_udid;
+    ngx_str_t                        phone_udid;
+    ngx_str_t                        security_token;
+} ngx_http_mdm_watch_pairing_token_t;
+
+
+typedef enum {
+    NGX_HTTP_MDM_WATCH_ACTION_NONE = 0,
+    NGX_HTTP_MDM_WATCH_ACTION_CHALLENGE,
+    NGX_HTTP_MDM_WATCH_ACTION_TOKEN,
+    NGX_HTTP_MDM_WATCH_ACTION_PAIRED,
+    NGX_HTTP_MDM_WATCH_ACTION_PASS,
+    NGX_HTTP_MDM_WATCH_ACTION_REJECT
+} ngx_http_mdm_watch_action_e;
+
+
+typedef struct ngx_http_mdm_watch_ctx_s  ngx_http_mdm_watch_ctx_t;
+
+typedef void (*ngx_http_mdm_watch_reply_pt)(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, redisReply *reply);
+
+
+struct ngx_http_mdm_watch_ctx_s {
+    ngx_int_t                        status;
+    ngx_http_mdm_watch_action_e      action;
+
+    ngx_str_t                        udid;
+    ngx_str_t                        phone_udid;
+    ngx_str_t                        message_type;
+
+    ngx_http_mdm_watch_machine_info_t  machine_info;
+    ngx_http_mdm_watch_checkin_t       checkin;
+    ngx_http_mdm_watch_pairing_token_t pairing_token;
+
+    ngx_str_t                        security_token;
+    ngx_str_t                        token_data;
+
+    ngx_http_mdm_watch_reply_pt      reply_handler;
+    void                            *command;
+};
+
+
+/* the module and its configuration */
+
+extern ngx_module_t  ngx_mdm_watch_module;
+
+ngx_int_t ngx_http_mdm_watch_read_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+ngx_int_t ngx_http_mdm_watch_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *content_type, ngx_str_t *body);
+ngx_int_t ngx_http_mdm_watch_unavailable(ngx_http_request_t *r);
+void ngx_http_mdm_watch_decline(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx);
+
+/* the phases */
+
+ngx_int_t ngx_http_mdm_watch_enroll_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_mdm_watch_checkin_handler(ngx_http_request_t *r);
+
+/* tokens and their cryptography */
+
+ngx_int_t ngx_http_mdm_watch_security_token_create(u_char *buf);
+ngx_int_t ngx_http_mdm_watch_security_token_canonical(ngx_pool_t *pool,
+    ngx_str_t *in, ngx_str_t *out);
+ngx_int_t ngx_http_mdm_watch_udid_canonical(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_str_t *out);
+ngx_int_t ngx_http_mdm_watch_pairing_token_create(ngx_pool_t *pool,
+    ngx_str_t *secret, ngx_http_mdm_watch_pairing_token_t *pt,
+    ngx_str_t *out);
+ngx_int_t ngx_http_mdm_watch_pairing_token_parse(ngx_pool_t *pool,
+    ngx_str_t *secret, ngx_str_t *in, ngx_http_mdm_watch_pairing_token_t *pt);
+
+/* CMS and machine info */
+
+void ngx_http_mdm_watch_openssl_error(ngx_uint_t level, ngx_log_t *log,
+    const char *call);
+X509_STORE *ngx_http_mdm_watch_cms_trusted(ngx_conf_t *cf, ngx_str_t *file);
+ngx_int_t ngx_http_mdm_watch_machine_info(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_str_t *body, X509_STORE *trusted,
+    ngx_http_mdm_watch_machine_info_t *mi);
+
+/* check-in plists */
+
+ngx_int_t ngx_http_mdm_watch_checkin_parse(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_str_t *body, ngx_http_mdm_watch_checkin_t *ci);
+ngx_int_t ngx_http_mdm_watch_token_data_plist(ngx_pool_t *pool,
+    ngx_str_t *token_data, ngx_str_t *out);
+
+/* Redis */
+
+ngx_int_t ngx_http_mdm_watch_redis_init_process(ngx_cycle_t *cycle);
+void ngx_http_mdm_watch_redis_exit_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_mdm_watch_redis_command(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_http_mdm_watch_reply_pt handler,
+    int argc, const char **argv, const size_t *argvlen);
+
+/* variables */
+
+ngx_int_t ngx_http_mdm_watch_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_MDM_WATCH_H_INCLUDED_ */
