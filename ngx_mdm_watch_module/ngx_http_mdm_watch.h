@@ -139,12 +139,16 @@ struct ngx_http_mdm_watch_ctx_s {
 extern ngx_module_t  ngx_mdm_watch_module;
 
 ngx_int_t ngx_http_mdm_watch_read_body(ngx_http_request_t *r,
-    ngx_str_t *body);
+    ngx_str_t *body, size_t max);
 ngx_int_t ngx_http_mdm_watch_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *content_type, ngx_str_t *body);
 ngx_int_t ngx_http_mdm_watch_unavailable(ngx_http_request_t *r);
 void ngx_http_mdm_watch_decline(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
+ngx_int_t ngx_http_mdm_watch_key(ngx_pool_t *pool, char *prefix,
+    ngx_str_t *id, ngx_str_t *key);
+void ngx_http_mdm_watch_finalize(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_int_t rc);
 
 /* the phases */
 

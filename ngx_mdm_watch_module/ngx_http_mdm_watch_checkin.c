@@ -1,0 +1,403 @@
+
+/*
+ * Copyright (C) The ngx_mdm_watch_module authors
+ */
+
+
+#include "ngx_http_mdm_watch.h"
+
+
+/* check-ins are small; larger bodies are passed through unparsed */
+#define NGX_HTTP_MDM_WATCH_CHECKIN_BODY_MAX  (1024 * 1024)
+
+
+static ngx_uint_t ngx_http_mdm_watch_is_checkin(ngx_http_request_t *r);
+static void ngx_http_mdm_watch_checkin_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_mdm_watch_checkin(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx);
+static ngx_int_t ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx);
+static ngx_int_t ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx);
+static void ngx_http_mdm_watch_issue_reply(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, redisReply *reply);
+static ngx_uint_t ngx_http_mdm_watch_str_eq(ngx_str_t *s, char *literal,
+    size_t len);
+
+
+/*
+ * consumes a security token issued to the watch and records the one-time
+ * id of the pairing token that replaces it; 0: unknown, -1: other watch
+ */
+
+static char  ngx_http_mdm_watch_issue_script[] =
+    "local watch = redis.call('GET', KEYS[1]) "
+    "if not watch then return 0 end "
+    "if watch ~= ARGV[1] then return -1 end "
+    "redis.call('DEL', KEYS[1]) "
+    "redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) "
+    "return 1";
+
+
+static ngx_str_t  ngx_http_mdm_watch_xml_type = ngx_string("application/xml");
+
+
+ngx_int_t
+ngx_http_mdm_watch_checkin_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_http_mdm_watch_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_mdm_watch_module);
+
+    if (ctx) {
+        return ctx->status;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_mdm_watch_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_mdm_watch_module);
+
+    /* command traffic and other bodies pass without being read here */
+
+    if (!(r->method & (NGX_HTTP_PUT|NGX_HTTP_POST))
+        || !ngx_http_mdm_watch_is_checkin(r))
+    {
+        ctx->action = NGX_HTTP_MDM_WATCH_ACTION_PASS;
+        ctx->status = NGX_DECLINED;
+        return NGX_DECLINED;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mdm watch checkin handler");
+
+    ctx->status = NGX_DONE;
+
+    rc = ngx_http_read_client_request_body(r,
+                                      ngx_http_mdm_watch_checkin_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+    return NGX_DONE;
+}
+
+
+static ngx_uint_t
+ngx_http_mdm_watch_is_checkin(ngx_http_request_t *r)
+{
+    size_t      len;
+    ngx_str_t  *type;
+
+    if (r->headers_in.content_type == NULL) {
+        return 0;
+    }
+
+    type = &r->headers_in.content_type->value;
+    len = sizeof("application/x-apple-aspen-mdm-checkin") - 1;
+
+    if (type->len < len
+        || ngx_strncasecmp(type->data,
+                           (u_char *) "application/x-apple-aspen-mdm-checkin",
+                           len)
+           != 0)
+    {
+        return 0;
+    }
+
+    return type->len == len || type->data[len] == ';'
+           || type->data[len] == ' ' || type->data[len] == '\t';
+}
+
+
+static void
+ngx_http_mdm_watch_checkin_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_http_mdm_watch_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_mdm_watch_module);
+
+    rc = ngx_http_mdm_watch_checkin(r, ctx);
+
+    if (rc == NGX_DECLINED && ctx->action == NGX_HTTP_MDM_WATCH_ACTION_NONE) {
+        ctx->action = NGX_HTTP_MDM_WATCH_ACTION_PASS;
+    }
+
+    ngx_http_mdm_watch_finalize(r, ctx, rc);
+}
+
+
+static ngx_int_t
+ngx_http_mdm_watch_checkin(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      body;
+    ngx_http_mdm_watch_checkin_t  *ci;
+
+    ci = &ctx->checkin;
+
+    rc = ngx_http_mdm_watch_read_body(r, &body,
+                                      NGX_HTTP_MDM_WATCH_CHECKIN_BODY_MAX);
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "mdm watch checkin: large body passed unparsed");
+        return NGX_DECLINED;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_mdm_watch_checkin_parse(r->pool, r->connection->log, &body,
+                                          ci);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    ctx->message_type = ci->message_type;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mdm watch checkin: \"%V\"", &ci->message_type);
+
+    if (!ngx_http_mdm_watch_str_eq(&ci->message_type, "GetToken",
+                                   sizeof("GetToken") - 1)
+        || !ngx_http_mdm_watch_str_eq(&ci->token_service_type,
+                                      "com.apple.watch.pairing",
+                                      sizeof("com.apple.watch.pairing") - 1))
+    {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_mdm_watch_get_token(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx)
+{
+    ngx_int_t                      rc;
+    ngx_str_t                      udid;
+    ngx_http_mdm_watch_checkin_t  *ci;
+
+    ci = &ctx->checkin;
+
+    if (!ci->token_parameters
+        || ci->security_token.data == NULL
+        || ci->phone_udid.data == NULL
+        || ci->watch_udid.data == NULL)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "mdm watch: GetToken without TokenParameters "
+                      "SecurityToken, PhoneUDID and WatchUDID strings");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (ngx_http_mdm_watch_udid_canonical(r->pool, &ci->phone_udid,
+                                          &ctx->phone_udid)
+        != NGX_OK
+        || ngx_http_mdm_watch_udid_canonical(r->pool, &ci->watch_udid,
+                                             &ctx->udid)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "mdm watch: GetToken with an invalid PhoneUDID "
+                      "or WatchUDID");
+        ngx_str_null(&ctx->phone_udid);
+        ngx_str_null(&ctx->udid);
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (ci->udid.data == NULL
+        || ngx_http_mdm_watch_udid_canonical(r->pool, &ci->udid, &udid)
+           != NGX_OK
+        || udid.len != ctx->phone_udid.len
+        || ngx_strncmp(udid.data, ctx->phone_udid.data, udid.len) != 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "mdm watch: GetToken for phone \"%V\" sent by "
+                      "another device", &ctx->phone_udid);
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    rc = ngx_http_mdm_watch_security_token_canonical(r->pool,
+                                                     &ci->security_token,
+                                                     &ctx->security_token);
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "mdm watch: GetToken from phone \"%V\" with "
+                      "a malformed security token", &ctx->phone_udid);
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_mdm_watch_issue_token(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx)
+{
+    size_t                               argvlen[8];
+    ngx_int_t                            rc;
+    ngx_str_t                            st_key, pt_key, value, ttl;
+    const char                          *argv[8];
+    ngx_http_mdm_watch_main_conf_t      *mmcf;
+    ngx_http_mdm_watch_pairing_token_t  *pt;
+
+    mmcf = ngx_http_get_module_main_conf(r, ngx_mdm_watch_module);
+    pt = &ctx->pairing_token;
+
+    pt->expires = ngx_time() + mmcf->token_ttl;
+    pt->watch_udid = ctx->udid;
+    pt->phone_udid = ctx->phone_udid;
+    pt->security_token = ctx->security_token;
+
+    if (ngx_http_mdm_watch_pairing_token_create(r->pool, &mmcf->secret, pt,
+                                                &ctx->token_data)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_mdm_watch_key(r->pool, NGX_HTTP_MDM_WATCH_KEY_SECURITY_TOKEN,
+                               &ctx->security_token, &st_key)
+        != NGX_OK
+        || ngx_http_mdm_watch_key(r->pool,
+                                  NGX_HTTP_MDM_WATCH_KEY_PAIRING_TOKEN,
+                                  &pt->id, &pt_key)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    value.len = pt->watch_udid.len + 1 + pt->phone_udid.len;
+    value.data = ngx_pnalloc(r->pool, value.len);
+    if (value.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_sprintf(value.data, "%V %V", &pt->watch_udid, &pt->phone_udid);
+
+    ttl.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (ttl.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ttl.len = ngx_sprintf(ttl.data, "%T", mmcf->token_ttl) - ttl.data;
+
+    argv[0] = "EVAL";
+    argvlen[0] = sizeof("EVAL") - 1;
+    argv[1] = ngx_http_mdm_watch_issue_script;
+    argvlen[1] = sizeof(ngx_http_mdm_watch_issue_script) - 1;
+    argv[2] = "2";
+    argvlen[2] = 1;
+    argv[3] = (char *) st_key.data;
+    argvlen[3] = st_key.len;
+    argv[4] = (char *) pt_key.data;
+    argvlen[4] = pt_key.len;
+    argv[5] = (char *) pt->watch_udid.data;
+    argvlen[5] = pt->watch_udid.len;
+    argv[6] = (char *) value.data;
+    argvlen[6] = value.len;
+    argv[7] = (char *) ttl.data;
+    argvlen[7] = ttl.len;
+
+    rc = ngx_http_mdm_watch_redis_command(r, ctx,
+                                          ngx_http_mdm_watch_issue_reply,
+                                          8, argv, argvlen);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_mdm_watch_unavailable(r);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_mdm_watch_issue_reply(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, redisReply *reply)
+{
+    ngx_int_t  rc;
+    ngx_str_t  body;
+
+    if (reply == NULL) {
+        rc = ngx_http_mdm_watch_unavailable(r);
+        goto done;
+    }
+
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "mdm watch: unexpected redis reply of type %d "
+                      "to issuing a pairing token", reply->type);
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    if (reply->integer == 0) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "mdm watch: GetToken from phone \"%V\" for watch \"%V\" "
+                      "with an unknown, expired or used security token",
+                      &ctx->phone_udid, &ctx->udid);
+        rc = NGX_HTTP_FORBIDDEN;
+        goto done;
+    }
+
+    if (reply->integer != 1) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "mdm watch: GetToken from phone \"%V\" for watch \"%V\" "
+                      "with a security token issued to another watch",
+                      &ctx->phone_udid, &ctx->udid);
+        rc = NGX_HTTP_FORBIDDEN;
+        goto done;
+    }
+
+    if (ngx_http_mdm_watch_token_data_plist(r->pool, &ctx->token_data, &body)
+        != NGX_OK)
+    {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "mdm watch: pairing token issued to phone \"%V\" "
+                  "for watch \"%V\"", &ctx->phone_udid, &ctx->udid);
+
+    ctx->action = NGX_HTTP_MDM_WATCH_ACTION_TOKEN;
+
+    rc = ngx_http_mdm_watch_send(r, NGX_HTTP_OK, &ngx_http_mdm_watch_xml_type,
+                                 &body);
+
+done:
+
+    ngx_http_mdm_watch_finalize(r, ctx, rc);
+}
+
+
+static ngx_uint_t
+ngx_http_mdm_watch_str_eq(ngx_str_t *s, char *literal, size_t len)
+{
+    return s->data != NULL && s->len == len
+           && ngx_strncmp(s->data, literal, len) == 0;
+}

@@ -1,0 +1,681 @@
+
+/*
+ * Copyright (C) The ngx_mdm_watch_module authors
+ */
+
+
+#include "ngx_http_mdm_watch.h"
+
+
+/*
+ * One hiredis asynchronous connection per worker, driven by nginx's own
+ * event loop: the socket is wrapped in an ngx_connection_t whose events
+ * call hiredis back, and every command carries an nginx timer.
+ */
+
+
+#define NGX_HTTP_MDM_WATCH_REDIS_BACKOFF_MIN  100
+#define NGX_HTTP_MDM_WATCH_REDIS_BACKOFF_MAX  5000
+
+#define NGX_HTTP_MDM_WATCH_REDIS_MAXBUF       (64 * 1024)
+
+
+typedef enum {
+    NGX_HTTP_MDM_WATCH_REDIS_IDLE = 0,
+    NGX_HTTP_MDM_WATCH_REDIS_CONNECTING,
+    NGX_HTTP_MDM_WATCH_REDIS_CONNECTED
+} ngx_http_mdm_watch_redis_state_e;
+
+
+struct ngx_http_mdm_watch_redis_s {
+    redisAsyncContext                *ac;
+    ngx_connection_t                 *connection;
+    ngx_http_mdm_watch_main_conf_t   *conf;
+    ngx_log_t                        *log;
+
+    ngx_http_mdm_watch_redis_state_e  state;
+    ngx_event_t                       connect_timer;
+    ngx_msec_t                        backoff;
+    ngx_msec_t                        next_attempt;
+
+    unsigned                          exiting:1;
+};
+
+
+typedef struct {
+    ngx_http_request_t               *request;
+    ngx_http_mdm_watch_ctx_t         *ctx;
+    ngx_http_mdm_watch_reply_pt       handler;
+    ngx_pool_cleanup_t               *cleanup;
+    ngx_event_t                       timer;
+} ngx_http_mdm_watch_redis_cmd_t;
+
+
+static ngx_int_t ngx_http_mdm_watch_redis_connect(
+    ngx_http_mdm_watch_redis_t *redis);
+static ngx_int_t ngx_http_mdm_watch_redis_attach(
+    ngx_http_mdm_watch_redis_t *redis, redisAsyncContext *ac);
+static void ngx_http_mdm_watch_redis_close(ngx_http_mdm_watch_redis_t *redis);
+static void ngx_http_mdm_watch_redis_connected(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_mdm_watch_redis_disconnected(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_mdm_watch_redis_setup_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
+static void ngx_http_mdm_watch_redis_connect_timeout(ngx_event_t *ev);
+static void ngx_http_mdm_watch_redis_read_handler(ngx_event_t *rev);
+static void ngx_http_mdm_watch_redis_write_handler(ngx_event_t *wev);
+static void ngx_http_mdm_watch_redis_add_read(void *data);
+static void ngx_http_mdm_watch_redis_del_read(void *data);
+static void ngx_http_mdm_watch_redis_add_write(void *data);
+static void ngx_http_mdm_watch_redis_del_write(void *data);
+static void ngx_http_mdm_watch_redis_cleanup(void *data);
+static void ngx_http_mdm_watch_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_mdm_watch_redis_timeout(ngx_event_t *ev);
+static void ngx_http_mdm_watch_redis_detach(void *data);
+static void ngx_http_mdm_watch_redis_failed(ngx_http_mdm_watch_redis_t *redis);
+
+
+static ngx_http_mdm_watch_redis_t  ngx_http_mdm_watch_redis;
+
+
+ngx_int_t
+ngx_http_mdm_watch_redis_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_mdm_watch_redis_t      *redis;
+    ngx_http_mdm_watch_main_conf_t  *mmcf;
+
+    mmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_mdm_watch_module);
+
+    if (mmcf == NULL || !mmcf->used) {
+        return NGX_OK;
+    }
+
+    redis = &ngx_http_mdm_watch_redis;
+
+    ngx_memzero(redis, sizeof(ngx_http_mdm_watch_redis_t));
+
+    redis->conf = mmcf;
+    redis->log = cycle->log;
+
+    redis->connect_timer.handler = ngx_http_mdm_watch_redis_connect_timeout;
+    redis->connect_timer.data = redis;
+    redis->connect_timer.log = cycle->log;
+    redis->connect_timer.cancelable = 1;
+
+    /* a failure is logged and retried when the first request needs Redis */
+
+    (void) ngx_http_mdm_watch_redis_connect(redis);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_mdm_watch_redis_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_mdm_watch_redis_t  *redis;
+
+    redis = &ngx_http_mdm_watch_redis;
+
+    if (redis->conf == NULL) {
+        return;
+    }
+
+    redis->exiting = 1;
+
+    ngx_http_mdm_watch_redis_close(redis);
+}
+
+
+ngx_int_t
+ngx_http_mdm_watch_redis_command(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_http_mdm_watch_reply_pt handler,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_mdm_watch_redis_t      *redis;
+    ngx_http_mdm_watch_redis_cmd_t  *cmd;
+
+    redis = &ngx_http_mdm_watch_redis;
+
+    if (redis->ac == NULL) {
+
+        if ((ngx_msec_int_t) (ngx_current_msec - redis->next_attempt) < 0) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "mdm watch: redis at \"%V\" is unavailable, "
+                          "next connection attempt in %M ms",
+                          &redis->conf->addr,
+                          redis->next_attempt - ngx_current_msec);
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_mdm_watch_redis_connect(redis) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+    }
+
+    cmd = ngx_alloc(sizeof(ngx_http_mdm_watch_redis_cmd_t), r->connection->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_mdm_watch_redis_cmd_t));
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    if (redisAsyncCommandArgv(redis->ac, ngx_http_mdm_watch_redis_reply, cmd,
+                              argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "mdm watch: redis command %*s to \"%V\" failed: %s",
+                      argvlen[0], argv[0], &redis->conf->addr,
+                      redis->ac->errstr[0] ? redis->ac->errstr
+                                           : "connection is closing");
+        ngx_free(cmd);
+        return NGX_DECLINED;
+    }
+
+    cmd->request = r;
+    cmd->ctx = ctx;
+    cmd->handler = handler;
+    cmd->cleanup = cln;
+
+    cln->handler = ngx_http_mdm_watch_redis_detach;
+    cln->data = cmd;
+
+    cmd->timer.handler = ngx_http_mdm_watch_redis_timeout;
+    cmd->timer.data = cmd;
+    cmd->timer.log = r->connection->log;
+
+    ngx_add_timer(&cmd->timer, redis->conf->redis_timeout);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mdm watch redis: %*s sent", argvlen[0], argv[0]);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mdm_watch_redis_connect(ngx_http_mdm_watch_redis_t *redis)
+{
+    redisAsyncContext               *ac;
+    ngx_http_mdm_watch_main_conf_t  *mmcf;
+
+    mmcf = redis->conf;
+
+    if (mmcf->unix_path.len) {
+        ac = redisAsyncConnectUnix((char *) mmcf->unix_path.data);
+
+    } else {
+        ac = redisAsyncConnect((char *) mmcf->host.data, mmcf->port);
+    }
+
+    if (ac == NULL) {
+        ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                      "mdm watch: redis connection to \"%V\" failed: "
+                      "out of memory", &mmcf->addr);
+        ngx_http_mdm_watch_redis_failed(redis);
+        return NGX_ERROR;
+    }
+
+    if (ac->err) {
+        ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                      "mdm watch: redis connection to \"%V\" failed: %s",
+                      &mmcf->addr, ac->errstr);
+        redisAsyncFree(ac);
+        ngx_http_mdm_watch_redis_failed(redis);
+        return NGX_ERROR;
+    }
+
+    ac->c.reader->maxbuf = NGX_HTTP_MDM_WATCH_REDIS_MAXBUF;
+
+    if (ngx_http_mdm_watch_redis_attach(redis, ac) != NGX_OK) {
+        redisAsyncFree(ac);
+        ngx_http_mdm_watch_redis_failed(redis);
+        return NGX_ERROR;
+    }
+
+    redis->ac = ac;
+    redis->state = NGX_HTTP_MDM_WATCH_REDIS_CONNECTING;
+
+    redisAsyncSetConnectCallback(ac, ngx_http_mdm_watch_redis_connected);
+    redisAsyncSetDisconnectCallback(ac, ngx_http_mdm_watch_redis_disconnected);
+
+    if (mmcf->password.len) {
+        redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
+                          (void *) "AUTH",
+                          "AUTH %b", mmcf->password.data,
+                          mmcf->password.len);
+    }
+
+    if (mmcf->db) {
+        redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
+                          (void *) "SELECT", "SELECT %d", (int) mmcf->db);
+    }
+
+    /* hiredis learns that the connection is established from writability */
+
+    ngx_http_mdm_watch_redis_add_write(redis);
+
+    ngx_add_timer(&redis->connect_timer, mmcf->redis_timeout);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, redis->log, 0,
+                   "mdm watch redis: connecting to \"%V\"", &mmcf->addr);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mdm_watch_redis_attach(ngx_http_mdm_watch_redis_t *redis,
+    redisAsyncContext *ac)
+{
+    ngx_connection_t  *c;
+
+    c = ngx_get_connection(ac->c.fd, redis->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = redis;
+
+    c->read->handler = ngx_http_mdm_watch_redis_read_handler;
+    c->write->handler = ngx_http_mdm_watch_redis_write_handler;
+    c->read->log = redis->log;
+    c->write->log = redis->log;
+
+    redis->connection = c;
+
+    ac->ev.data = redis;
+    ac->ev.addRead = ngx_http_mdm_watch_redis_add_read;
+    ac->ev.delRead = ngx_http_mdm_watch_redis_del_read;
+    ac->ev.addWrite = ngx_http_mdm_watch_redis_add_write;
+    ac->ev.delWrite = ngx_http_mdm_watch_redis_del_write;
+    ac->ev.cleanup = ngx_http_mdm_watch_redis_cleanup;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_mdm_watch_redis_close(ngx_http_mdm_watch_redis_t *redis)
+{
+    if (redis->ac == NULL) {
+        return;
+    }
+
+    /* calls back every pending command with a NULL reply, then cleanup */
+
+    redisAsyncFree(redis->ac);
+}
+
+
+static void
+ngx_http_mdm_watch_redis_connected(const redisAsyncContext *ac, int status)
+{
+    ngx_http_mdm_watch_redis_t  *redis;
+
+    redis = ac->ev.data;
+
+    if (redis->connect_timer.timer_set) {
+        ngx_del_timer(&redis->connect_timer);
+    }
+
+    if (status != REDIS_OK) {
+        ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                      "mdm watch: redis connection to \"%V\" failed: %s",
+                      &redis->conf->addr, ac->errstr);
+        return;
+    }
+
+    redis->state = NGX_HTTP_MDM_WATCH_REDIS_CONNECTED;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, redis->log, 0,
+                   "mdm watch redis: connected to \"%V\"", &redis->conf->addr);
+}
+
+
+static void
+ngx_http_mdm_watch_redis_disconnected(const redisAsyncContext *ac, int status)
+{
+    ngx_http_mdm_watch_redis_t  *redis;
+
+    redis = ac->ev.data;
+
+    if (status == REDIS_OK || redis->exiting) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                  "mdm watch: redis connection to \"%V\" lost: %s",
+                  &redis->conf->addr,
+                  ac->errstr[0] ? ac->errstr : "closed by server");
+}
+
+
+static void
+ngx_http_mdm_watch_redis_setup_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                  *reply = r;
+    ngx_http_mdm_watch_redis_t  *redis;
+
+    redis = ac->ev.data;
+
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                      "mdm watch: redis %s on \"%V\" failed: %*s",
+                      (char *) privdata, &redis->conf->addr,
+                      (size_t) reply->len, reply->str);
+
+        /* commands would fail the same way: drop the connection */
+
+        redisAsyncDisconnect(ac);
+    }
+}
+
+
+static void
+ngx_http_mdm_watch_redis_connect_timeout(ngx_event_t *ev)
+{
+    ngx_http_mdm_watch_redis_t  *redis;
+
+    redis = ev->data;
+
+    if (redis->state != NGX_HTTP_MDM_WATCH_REDIS_CONNECTING) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, redis->log, NGX_ETIMEDOUT,
+                  "mdm watch: redis connection to \"%V\" timed out",
+                  &redis->conf->addr);
+
+    ngx_http_mdm_watch_redis_close(redis);
+}
+
+
+static void
+ngx_http_mdm_watch_redis_read_handler(ngx_event_t *rev)
+{
+    ngx_connection_t            *c;
+    ngx_http_mdm_watch_redis_t  *redis;
+
+    c = rev->data;
+    redis = c->data;
+
+    if (redis->ac) {
+        redisAsyncHandleRead(redis->ac);
+    }
+}
+
+
+static void
+ngx_http_mdm_watch_redis_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t            *c;
+    ngx_http_mdm_watch_redis_t  *redis;
+
+    c = wev->data;
+    redis = c->data;
+
+    if (redis->ac) {
+        redisAsyncHandleWrite(redis->ac);
+    }
+}
+
+
+/*
+ * The socket is registered level-triggered: hiredis reads once per call
+ * and expects to be called again while data are pending.
+ */
+
+static void
+ngx_http_mdm_watch_redis_add_read(void *data)
+{
+    ngx_http_mdm_watch_redis_t *redis = data;
+
+    ngx_event_t  *rev;
+
+    rev = redis->connection->read;
+
+    if (!rev->active
+        && ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, redis->log, 0,
+                      "mdm watch: adding redis read event failed");
+    }
+}
+
+
+static void
+ngx_http_mdm_watch_redis_del_read(void *data)
+{
+    ngx_http_mdm_watch_redis_t *redis = data;
+
+    ngx_event_t  *rev;
+
+    rev = redis->connection->read;
+
+    if (rev->active) {
+        (void) ngx_del_event(rev, NGX_READ_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_mdm_watch_redis_add_write(void *data)
+{
+    ngx_http_mdm_watch_redis_t *redis = data;
+
+    ngx_event_t  *wev;
+
+    wev = redis->connection->write;
+
+    if (!wev->active
+        && ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, redis->log, 0,
+                      "mdm watch: adding redis write event failed");
+    }
+}
+
+
+static void
+ngx_http_mdm_watch_redis_del_write(void *data)
+{
+    ngx_http_mdm_watch_redis_t *redis = data;
+
+    ngx_event_t  *wev;
+
+    wev = redis->connection->write;
+
+    if (wev->active) {
+        (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+static void
+ngx_http_mdm_watch_redis_cleanup(void *data)
+{
+    ngx_http_mdm_watch_redis_t *redis = data;
+
+    ngx_connection_t  *c;
+
+    c = redis->connection;
+
+    if (c) {
+        /* hiredis closes the socket itself right after this call */
+
+        if (c->read->active) {
+            (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->write->active) {
+            (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->read->posted) {
+            ngx_delete_posted_event(c->read);
+        }
+
+        if (c->write->posted) {
+            ngx_delete_posted_event(c->write);
+        }
+
+        c->fd = (ngx_socket_t) -1;
+        ngx_free_connection(c);
+
+        redis->connection = NULL;
+    }
+
+    if (redis->connect_timer.timer_set) {
+        ngx_del_timer(&redis->connect_timer);
+    }
+
+    redis->ac = NULL;
+
+    if (!redis->exiting) {
+        ngx_http_mdm_watch_redis_failed(redis);
+    }
+
+    redis->state = NGX_HTTP_MDM_WATCH_REDIS_IDLE;
+}
+
+
+static void
+ngx_http_mdm_watch_redis_failed(ngx_http_mdm_watch_redis_t *redis)
+{
+    if (redis->backoff == 0) {
+        redis->backoff = NGX_HTTP_MDM_WATCH_REDIS_BACKOFF_MIN;
+
+    } else {
+        redis->backoff = ngx_min(redis->backoff * 2,
+                                 NGX_HTTP_MDM_WATCH_REDIS_BACKOFF_MAX);
+    }
+
+    redis->next_attempt = ngx_current_msec + redis->backoff;
+}
+
+
+static void
+ngx_http_mdm_watch_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                      *reply = r;
+    ngx_connection_t                *c;
+    ngx_http_request_t              *req;
+    ngx_http_mdm_watch_redis_t      *redis;
+    ngx_http_mdm_watch_redis_cmd_t  *cmd;
+
+    cmd = privdata;
+    redis = &ngx_http_mdm_watch_redis;
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+
+    req = cmd->request;
+
+    if (req == NULL || redis->exiting) {
+        ngx_free(cmd);
+        return;
+    }
+
+    cmd->cleanup->handler = NULL;
+
+    c = req->connection;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "mdm watch: redis at \"%V\" answered an error: %*s",
+                      &redis->conf->addr, (size_t) reply->len, reply->str);
+        reply = NULL;
+
+    } else if (reply == NULL) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "mdm watch: redis command to \"%V\" failed: %s",
+                      &redis->conf->addr,
+                      ac->errstr[0] ? ac->errstr : "connection closed");
+    }
+
+    if (reply && redis->backoff) {
+        ngx_log_error(NGX_LOG_NOTICE, c->log, 0,
+                      "mdm watch: redis at \"%V\" answers again",
+                      &redis->conf->addr);
+        redis->backoff = 0;
+    }
+
+    cmd->handler(req, cmd->ctx, reply);
+
+    ngx_free(cmd);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_mdm_watch_redis_timeout(ngx_event_t *ev)
+{
+    ngx_connection_t                *c;
+    ngx_http_request_t              *r;
+    ngx_http_mdm_watch_redis_t      *redis;
+    ngx_http_mdm_watch_redis_cmd_t  *cmd;
+
+    cmd = ev->data;
+    redis = &ngx_http_mdm_watch_redis;
+
+    r = cmd->request;
+
+    if (r == NULL) {
+        return;
+    }
+
+    c = r->connection;
+
+    ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
+                  "mdm watch: redis at \"%V\" timed out",
+                  &redis->conf->addr);
+
+    /* the reply, if it ever comes, frees the command */
+
+    cmd->request = NULL;
+    cmd->cleanup->handler = NULL;
+
+    cmd->handler(r, cmd->ctx, NULL);
+
+    ngx_http_run_posted_requests(c);
+
+    /*
+     * a Redis that does not answer in time is treated as stalled: the
+     * connection is dropped, so that later requests are refused at once
+     * instead of waiting, until a new connection succeeds
+     */
+
+    ngx_http_mdm_watch_redis_close(redis);
+}
+
+
+static void
+ngx_http_mdm_watch_redis_detach(void *data)
+{
+    ngx_http_mdm_watch_redis_cmd_t *cmd = data;
+
+    cmd->request = NULL;
+
+    if (cmd->timer.timer_set) {
+        ngx_del_timer(&cmd->timer);
+    }
+}
