@@ -15,7 +15,8 @@
 #include <plist/plist.h>
 
 
-#define NGX_HTTP_MDM_WATCH_MACHINE_INFO_MAX  65536
+/* machine info is about a kilobyte; this bounds what libplist is given */
+#define NGX_HTTP_MDM_WATCH_MACHINE_INFO_MAX  (1024 * 1024)
 
 
 typedef struct {
@@ -129,9 +130,9 @@ ngx_http_mdm_watch_openssl_reasons(u_char *p, u_char *last)
 X509_STORE *
 ngx_http_mdm_watch_cms_trusted(ngx_conf_t *cf, ngx_str_t *file)
 {
-    u_char              *p, *last;
     BIO                 *bio;
     X509                *x509;
+    u_char              *p, *last;
     ngx_uint_t           n;
     X509_STORE          *store;
     unsigned long        err;
@@ -474,13 +475,13 @@ ngx_http_mdm_watch_machine_info_string(ngx_pool_t *pool, plist_t dict,
     const char *key, ngx_str_t *out)
 {
     plist_t      node;
-    const char  *value;
     uint64_t     len;
+    const char  *value;
 
     node = plist_dict_get_item(dict, key);
 
     if (node == NULL || plist_get_node_type(node) != PLIST_STRING) {
-        ngx_str_null(out);
+        ngx_str_set(out, "");
         return NGX_OK;
     }
 
@@ -501,8 +502,8 @@ ngx_http_mdm_watch_machine_info_pairing_token(ngx_pool_t *pool,
     plist_t dict, ngx_str_t *out)
 {
     plist_t      node;
-    const char  *value;
     uint64_t     len;
+    const char  *value;
 
     node = plist_dict_get_item(dict, "PAIRING_TOKEN");
 

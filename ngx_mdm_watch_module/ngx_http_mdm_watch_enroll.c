@@ -7,10 +7,6 @@
 #include "ngx_http_mdm_watch.h"
 
 
-/* machine info is a few kilobytes; anything far larger is not a watch */
-#define NGX_HTTP_MDM_WATCH_ENROLL_BODY_MAX  (1024 * 1024)
-
-
 static void ngx_http_mdm_watch_enroll_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mdm_watch_enroll(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
@@ -130,15 +126,9 @@ ngx_http_mdm_watch_enroll(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_mdm_watch_module);
 
-    rc = ngx_http_mdm_watch_read_body(r, &body,
-                                      NGX_HTTP_MDM_WATCH_ENROLL_BODY_MAX);
+    /* the body is bounded by client_max_body_size */
 
-    if (rc == NGX_DECLINED) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "mdm watch: machine info larger than %uz bytes",
-                      (size_t) NGX_HTTP_MDM_WATCH_ENROLL_BODY_MAX);
-        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
-    }
+    rc = ngx_http_mdm_watch_read_body(r, &body, NGX_MAX_SIZE_T_VALUE);
 
     if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

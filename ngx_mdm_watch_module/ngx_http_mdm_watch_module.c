@@ -191,6 +191,10 @@ ngx_http_mdm_watch_read_body(ngx_http_request_t *r, ngx_str_t *body,
             continue;
         }
 
+        if (!b->in_file || b->file_last == b->file_pos) {
+            continue;
+        }
+
         /* TODO: a blocking read; bodies the module parses are small */
 
         n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),

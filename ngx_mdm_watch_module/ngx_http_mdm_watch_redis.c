@@ -17,8 +17,6 @@
 #define NGX_HTTP_MDM_WATCH_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_MDM_WATCH_REDIS_BACKOFF_MAX  5000
 
-#define NGX_HTTP_MDM_WATCH_REDIS_MAXBUF       (64 * 1024)
-
 
 typedef enum {
     NGX_HTTP_MDM_WATCH_REDIS_IDLE = 0,
@@ -234,8 +232,6 @@ ngx_http_mdm_watch_redis_connect(ngx_http_mdm_watch_redis_t *redis)
         ngx_http_mdm_watch_redis_failed(redis);
         return NGX_ERROR;
     }
-
-    ac->c.reader->maxbuf = NGX_HTTP_MDM_WATCH_REDIS_MAXBUF;
 
     if (ngx_http_mdm_watch_redis_attach(redis, ac) != NGX_OK) {
         redisAsyncFree(ac);

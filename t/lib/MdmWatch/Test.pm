@@ -856,6 +856,62 @@ sub upstream_requests {
     return @list;
 }
 
+=head2 passed_ok($upstream_request, %sent)
+
+Asserts that the stand-in received a request as it was sent: C<method>,
+C<uri>, C<body> byte for byte, and every header of C<headers> with the
+same name, value and order, but for those the proxy owns (Host,
+Connection, Content-Length, Transfer-Encoding).
+
+=cut
+
+my %PROXY_OWNS = map { $_ => 1 }
+    qw(host connection content-length transfer-encoding);
+
+sub passed_ok {
+    my ($self, $got, %sent) = @_;
+    my $name = $sent{name} // 'the request reached the MDM server unchanged';
+    my @why;
+
+    if (!$got) {
+        ok(0, $name) or diag('the MDM server received nothing');
+        return 0;
+    }
+
+    for my $k (qw(method uri)) {
+        next unless defined $sent{$k};
+        push @why, "$k $got->{$k}, not $sent{$k}"
+            if ($got->{$k} // '') ne $sent{$k};
+    }
+
+    if (defined $sent{body}) {
+        push @why, sprintf('body of %d bytes (sha256 %s), not %d (%s)',
+            length $got->{body}, sha256_hex($got->{body}),
+            length $sent{body}, sha256_hex($sent{body}))
+            if $got->{body} ne $sent{body}
+               || $got->{body_sha256} ne sha256_hex($sent{body});
+        my $cl = $got->{header}{'content-length'};
+        push @why, 'Content-Length ' . ($cl // 'none')
+            if length $sent{body} && ($cl // -1) != length $sent{body};
+    }
+
+    my @want = grep { !$PROXY_OWNS{ lc $_->[0] } } @{ $sent{headers} // [] };
+    my @have = grep { !$PROXY_OWNS{ lc $_->[0] } } @{ $got->{headers} };
+    my $i = 0;
+    for my $w (@want) {
+        $i++ while $i < @have
+            && !($have[$i][0] eq $w->[0] && $have[$i][1] eq $w->[1]);
+        if ($i == @have) {
+            push @why, "header \"$w->[0]: $w->[1]\" missing, changed"
+                . ' or out of order';
+            $i = 0;
+        }
+    }
+
+    ok(!@why, $name) or diag(join "\n", @why);
+    return !@why;
+}
+
 sub upstream_count {
     my ($self) = @_;
     my @list = $self->upstream_requests;
@@ -992,8 +1048,11 @@ udid, phone, upstream }, with "-" for an empty variable; C<count =E<gt> n>
 waits (up to 5 s) for n lines, since nginx writes a line after the
 answer has gone.
 
-C<log_like(qr/.../, $name)> and C<log_unlike> are assertions on the
-error log; C<log_like> waits up to 2 s for the line.  C<no_alerts> asserts
+C<access_entry($request_uri)> waits for the line of that request.
+
+C<log_like(qr/.../, $name, $mark)> and C<log_unlike> are assertions on
+the error log, or on what was written after C<$mark = log_mark>;
+C<log_like> waits up to 2 s for the line.  C<no_alerts> asserts
 that the error log has no C<[alert]>, C<[crit]> or C<[emerg]> line.
 
 =cut
@@ -1030,22 +1089,46 @@ sub access_log {
     }
 }
 
+sub access_entry {
+    my ($self, $uri) = @_;
+    my $deadline = time + 5;
+
+    while (1) {
+        my ($e) = grep { ($_->{uri} // '') eq $uri } $self->access_log;
+        return $e if $e || time >= $deadline;
+        sleep 0.02;
+    }
+}
+
+sub log_mark {
+    my ($self) = @_;
+    return length $self->error_log;
+}
+
 sub log_like {
-    my ($self, $re, $name) = @_;
+    my ($self, $re, $name, $mark) = @_;
     my $deadline = time + 2;
     my $log;
 
     while (1) {
-        $log = $self->error_log;
+        $log = substr $self->error_log, $mark // 0;
         last if $log =~ $re || time >= $deadline;
         sleep 0.02;
     }
-    return like($log, $re, $name);
+    return ok($log =~ $re, $name) || diag("no line matches $re in:\n"
+        . join "\n", last_lines(20, grep { !/\[debug\]/ } split /\n/, $log));
 }
 
 sub log_unlike {
-    my ($self, $re, $name) = @_;
-    return unlike($self->error_log, $re, $name);
+    my ($self, $re, $name, $mark) = @_;
+    my @lines = grep { $_ =~ $re } split /\n/,
+        substr($self->error_log, $mark // 0);
+    return ok(!@lines, $name) || diag(join "\n", last_lines(10, @lines));
+}
+
+sub last_lines {
+    my ($n, @lines) = @_;
+    return @lines > $n ? @lines[-$n .. -1] : @lines;
 }
 
 sub alerts {
@@ -1057,7 +1140,7 @@ sub no_alerts {
     my ($self, $name) = @_;
     my @bad = $self->alerts;
     ok(!@bad, $name // 'the error log has no alert, crit or emerg line')
-        or diag(join "\n", @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
+        or diag(join "\n", last_lines(10, @bad));
 }
 
 =head2 finish
