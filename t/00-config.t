@@ -59,7 +59,8 @@ config_fails('with an empty secret file',
 
 MdmWatch::Test::spew("$dir/short-secret", 'k' x 31);
 config_fails('with a secret of 31 bytes',
-    qr{(?=.*(?:mdm_watch_secret|\Q$dir\E/short-secret))(?=.*(?:\b32\b|short))}i,
+    qr{(?=.*(?:mdm_watch_secret|\Q$dir\E/short-secret))
+       (?=.*(?:\b32\b|short))}xi,
     secret => '%%TMP%%/short-secret');
 
 MdmWatch::Test::spew("$dir/secret-32", 'k' x 32);
@@ -72,7 +73,8 @@ config_fails('with verification on and no mdm_watch_trusted_certificate',
     qr/mdm_watch_trusted_certificate/, trusted_certificate => undef);
 
 config_fails('with a trusted certificate file that does not exist',
-    qr{\Q$dir\E/no-such-ca\.pem}, trusted_certificate => '%%TMP%%/no-such-ca.pem');
+    qr{\Q$dir\E/no-such-ca\.pem},
+    trusted_certificate => '%%TMP%%/no-such-ca.pem');
 
 MdmWatch::Test::spew("$dir/not-a-ca.pem", "this is no certificate\n");
 config_fails('with a trusted certificate file that holds no certificate',

@@ -60,7 +60,8 @@ is($log->{upstream}, '-', 'the access log shows no upstream for GetToken');
 my $body = $t->machine_info_body(UDID => $watch, PAIRING_TOKEN => $token);
 my $before = $t->upstream_count;
 $res = $t->enroll(uri => "$enroll?step=paired", body => $body,
-    headers => [['User-Agent', 'MDM-Watch-Test/1.0']]);
+    headers => [['User-Agent', 'MDM-Watch-Test/1.0'],
+        ['X-Paired-Phone-UDID', 'SPOOFED-BY-THE-CLIENT']]);
 
 is($res->{status}, 200, 'the watch with a valid pairing token is enrolled')
     or diag(MdmWatch::Test::describe($res));
@@ -78,7 +79,8 @@ $t->passed_ok($up[$before], method => 'POST', uri => "$enroll?step=paired",
         ['User-Agent', 'MDM-Watch-Test/1.0']],
     name => 'the MDM server received the machine info byte for byte');
 is($up[$before]{header}{'x-paired-phone-udid'}, $phone,
-    'the MDM server learns the paired phone from X-Paired-Phone-UDID');
+    'the MDM server learns the paired phone from X-Paired-Phone-UDID,'
+    . ' and only from nginx');
 
 is_deeply([pairing_keys()], [], 'the pairing token is used up');
 is_deeply([$t->redis_keys('mdm_watch:security_token:*')], [],

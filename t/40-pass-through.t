@@ -120,7 +120,8 @@ $res = passes('a command result the MDM server fails on',
     type => $checkin_type, body => command_result(udid => $watch),
     status => 500, headers => [['X-Standin-Status', 500]]);
 passes('a check-in with a query string', type => $checkin_type,
-    uri => "$checkin_uri?channel=device", body => token_update(udid => $watch));
+    uri => "$checkin_uri?channel=device",
+    body => token_update(udid => $watch));
 
 # locations without the module
 

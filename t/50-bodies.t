@@ -73,8 +73,8 @@ $mark = $t->log_mark;
 my $st = $t->challenge(UDID => $watch);
 my $big_get_token = get_token(udid => $phone, security_token => $st // '',
     watch_udid => $watch);
-$big_get_token =~ s{</dict>\n</plist>}
-    {\t<key>Padding</key>\n\t<string>${\('q' x 4000)}</string>\n</dict>\n</plist>}
+my $pad = "\t<key>Padding</key>\n\t<string>" . ('q' x 4000) . "</string>\n";
+$big_get_token =~ s{</dict>\n</plist>}{$pad</dict>\n</plist>}
     or die 'no end of dictionary in the GetToken';
 $res = $t->checkin($big_get_token);
 is($res->{status}, 200, 'a GetToken of 4 KB is answered 200');
@@ -126,6 +126,20 @@ is($res->{status}, 200, 'a GetToken sent slowly in chunks is answered 200');
 
 passed('a TokenUpdate sent in pieces, slowly', token_update(udid => $watch),
     delay => 0.1, chunk_size => 256);
+
+# bodies after 100 Continue, and from HTTP/1.0 clients
+
+$res = $t->enroll(UDID => $watch, headers => [['Expect', '100-continue']]);
+$t->challenge_ok($res, 'machine info sent after Expect: 100-continue is'
+    . ' challenged');
+like($res->{raw}, qr{^HTTP/1\.1 100 Continue\r\n}, 'nginx said 100 Continue');
+
+my $mi = $t->machine_info_body(UDID => $watch);
+$res = $t->raw_request("POST $MdmWatch::Test::ENROLL_URI HTTP/1.0\r\n"
+    . "Content-Type: $MdmWatch::Test::CMS_TYPE\r\n"
+    . 'Content-Length: ' . length($mi) . "\r\n\r\n" . $mi);
+$t->challenge_ok($res, 'machine info from an HTTP/1.0 client without Host'
+    . ' is challenged');
 
 # clients that go away
 

@@ -28,7 +28,8 @@ sub unavailable {
         "$what: Retry-After says when to come back");
     ok(!exists $res->{headers}{'x-standin-request'},
         "$what: the answer does not come from the MDM server");
-    cmp_ok($res->{elapsed}, '<', $max, "$what: the answer comes within ${max}s");
+    cmp_ok($res->{elapsed}, '<', $max,
+        "$what: the answer comes within ${max}s");
 }
 
 # polls until a watch is challenged again, at most $limit seconds

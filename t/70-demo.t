@@ -31,16 +31,22 @@ if (!defined $status) {
     $t->stop_process('simulator');
     fail('the simulator finishes within 60 seconds');
 }
+my $code = !defined $status ? 'none'
+         : $status & 127   ? 'signal ' . ($status & 127)
+         :                   $status >> 8;
 my $text = MdmWatch::Test::slurp($out);
 
-is($status, 0, 'the simulator passes every step') or diag($text);
-like($text, qr/^\[1\].*403 challenge/m, 'step 1: the watch is challenged');
-like($text, qr/^\[2\].*200 TokenData/m, 'step 2: the phone gets TokenData');
-like($text, qr/^\[3\].*200 profile/m, 'step 3: the watch gets the profile');
-like($text, qr/^\[4\].*\Q$watch\E/m, 'step 4: Redis shows the pair');
-like($text, qr/^\[5\].*403 challenge again/m,
-    'step 5: the pairing token cannot be used twice');
-like($text, qr/^all steps passed/m, 'the simulator reports success');
+is($code, 0, 'the simulator exits 0: every step passed') or diag($text);
+my @steps = (
+    [qr/^\[1\].*403 challenge/m, 'step 1: the watch is challenged'],
+    [qr/^\[2\].*200 TokenData/m, 'step 2: the phone gets TokenData'],
+    [qr/^\[3\].*200 profile/m, 'step 3: the watch gets the profile'],
+    [qr/^\[4\].*\Q$watch\E/m, 'step 4: Redis shows the pair'],
+    [qr/^\[5\].*403 challenge again/m,
+        'step 5: the pairing token cannot be used twice'],
+    [qr/^all steps passed/m, 'the simulator reports success'],
+);
+ok($text =~ $_->[0], $_->[1]) for @steps;
 
 my @up = $t->upstream_requests;
 is(scalar @up, 1, 'the MDM server received the one enrollment');

@@ -19,7 +19,6 @@ use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
 use JSON::PP;
-use MIME::Base64 qw(decode_base64 encode_base64);
 use POSIX qw(WNOHANG _exit);
 use Scalar::Util qw(refaddr);
 use Test::More;
@@ -37,7 +36,8 @@ our $CHECKIN_URI = '/mdm/checkin';
 our $CHECKIN_TYPE = 'application/x-apple-aspen-mdm-checkin';
 our $CMS_TYPE = 'application/pkcs7-signature';
 our $MISSING_CODE = 'com.apple.watch.pairing.token.missing';
-our $UUID_RE = qr/^[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$/;
+our $UUID_RE =
+    qr/^[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$/;
 
 my %LIVE;
 
@@ -428,7 +428,8 @@ module file.
 =cut
 
 sub module_file {
-    my $file = $ENV{TEST_NGINX_MODULE} // "$ROOT/build/ngx_mdm_watch_module.so";
+    my $file = $ENV{TEST_NGINX_MODULE}
+        // "$ROOT/build/ngx_mdm_watch_module.so";
     return -e $file ? abs_path($file) : $file;
 }
 
@@ -438,6 +439,8 @@ sub write_config {
     my $workers = $opts{worker_processes} // 1;
     my $main = $opts{main} // '';
     my $module = module_file();
+
+    croak "no module at $module: build it first (make)" unless -f $module;
 
     my $conf = <<"END";
 load_module $module;
@@ -757,6 +760,10 @@ sub parse_response {
     my ($raw) = @_;
     my $res = { raw => $raw, headers => {}, header_list => [], body => '' };
 
+    # interim answers, such as 100 Continue, come before the real one
+    $raw =~ s{^HTTP/\d\.\d 1\d\d[^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n}{}
+        while $raw =~ m{^HTTP/\d\.\d 1\d\d };
+
     my $end = index $raw, "\r\n\r\n";
     if ($end < 0) {
         $res->{error} = length $raw ? 'incomplete header' : 'no answer';
@@ -902,7 +909,9 @@ sub passed_ok {
         $i++ while $i < @have
             && !($have[$i][0] eq $w->[0] && $have[$i][1] eq $w->[1]);
         if ($i == @have) {
-            push @why, "header \"$w->[0]: $w->[1]\" missing, changed"
+            my $v = length $w->[1] > 60
+                ? substr($w->[1], 0, 60) . '...' : $w->[1];
+            push @why, "header \"$w->[0]: $v\" missing, changed"
                 . ' or out of order';
             $i = 0;
         }
@@ -1079,7 +1088,8 @@ sub access_log {
         for my $line (split /\n/, $self->access_log_text) {
             my %e;
             @e{qw(method uri status)} = split / /, $line;
-            $e{$1} = $2 while $line =~ / (action|type|udid|phone|upstream)=(\S*)/g;
+            $e{$1} = $2
+                while $line =~ / (action|type|udid|phone|upstream)=(\S*)/g;
             $e{line} = $line;
             push @entries, \%e;
         }
@@ -1147,7 +1157,8 @@ sub no_alerts {
 
 Stops nginx, so that what it reports on exit is in the log, asserts
 C<no_alerts> and calls C<done_testing>.  When a test failed, it tells
-where the test folder is, if kept.
+where the test folder is, if kept, and with TEST_NGINX_VERBOSE shows the
+end of the error log without its debug lines.
 
 =cut
 
@@ -1161,8 +1172,10 @@ sub finish {
         diag($ENV{TEST_NGINX_LEAVE}
             ? "the test folder is kept: $self->{dir}"
             : 'set TEST_NGINX_LEAVE=1 to keep the test folder');
-        diag("the end of the error log:\n" . tail("$self->{dir}/error.log", 30))
-            if $ENV{TEST_VERBOSE} || $ENV{TEST_NGINX_VERBOSE};
+        diag("the end of the error log, without debug lines:\n"
+            . join "\n", last_lines(30, grep { !/\[debug\]/ }
+                split /\n/, $self->error_log))
+            if $ENV{TEST_NGINX_VERBOSE};
     }
 }
 
@@ -1181,7 +1194,8 @@ instead; the request options of C<request> apply.
 
 =cut
 
-my @REQUEST_OPTS = qw(method uri headers chunked chunk_size delay timeout port);
+my @REQUEST_OPTS =
+    qw(method uri headers chunked chunk_size delay timeout port);
 
 sub split_request_opts {
     my (%o) = @_;
