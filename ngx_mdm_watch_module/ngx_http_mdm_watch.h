@@ -177,6 +177,11 @@ ngx_int_t ngx_http_mdm_watch_machine_info(ngx_pool_t *pool, ngx_log_t *log,
     ngx_str_t *body, X509_STORE *trusted,
     ngx_http_mdm_watch_machine_info_t *mi);
 
+/* plists, checked before libplist parses them */
+
+ngx_int_t ngx_http_mdm_watch_plist_parse(ngx_str_t *data, ngx_uint_t binary,
+    void **plist, const char **error);
+
 /* check-in plists */
 
 ngx_int_t ngx_http_mdm_watch_checkin_parse(ngx_pool_t *pool, ngx_log_t *log,

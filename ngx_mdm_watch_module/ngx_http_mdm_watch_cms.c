@@ -246,6 +246,7 @@ ngx_http_mdm_watch_machine_info(ngx_pool_t *pool, ngx_log_t *log,
     plist_t           plist;
     ngx_int_t         rc;
     ngx_str_t         content;
+    const char       *error;
     CMS_ContentInfo  *cms;
 
     ngx_memzero(mi, sizeof(ngx_http_mdm_watch_machine_info_t));
@@ -263,21 +264,20 @@ ngx_http_mdm_watch_machine_info(ngx_pool_t *pool, ngx_log_t *log,
 
     plist = NULL;
 
-    if (rc == NGX_OK) {
-        plist_from_memory((const char *) content.data,
-                          (uint32_t) content.len, &plist);
+    if (rc == NGX_OK
+        && ngx_http_mdm_watch_plist_parse(&content, 1, (void **) &plist,
+                                          &error)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "mdm watch: machine info refused: %s", error);
+        rc = NGX_HTTP_BAD_REQUEST;
     }
 
     CMS_ContentInfo_free(cms);
 
     if (rc != NGX_OK) {
         return rc;
-    }
-
-    if (plist == NULL) {
-        ngx_log_error(NGX_LOG_INFO, log, 0,
-                      "mdm watch: machine info is not a plist");
-        return NGX_HTTP_BAD_REQUEST;
     }
 
     if (plist_get_node_type(plist) != PLIST_DICT) {

@@ -9,11 +9,6 @@
 #include <plist/plist.h>
 
 
-/* larger bodies are not check-in messages this module answers */
-
-#define NGX_HTTP_MDM_WATCH_CHECKIN_MAX  (1024 * 1024)
-
-
 typedef struct {
     const char                      *name;
     size_t                           offset;
@@ -68,26 +63,19 @@ ngx_int_t
 ngx_http_mdm_watch_checkin_parse(ngx_pool_t *pool, ngx_log_t *log,
     ngx_str_t *body, ngx_http_mdm_watch_checkin_t *ci)
 {
-    plist_t    plist;
-    ngx_int_t  rc;
+    plist_t      plist;
+    ngx_int_t    rc;
+    const char  *error;
 
     ngx_memzero(ci, sizeof(ngx_http_mdm_watch_checkin_t));
 
-    if (body->len == 0 || body->len > NGX_HTTP_MDM_WATCH_CHECKIN_MAX) {
+    /* devices send check-ins as XML: binary plists are passed unparsed */
+
+    if (ngx_http_mdm_watch_plist_parse(body, 0, (void **) &plist, &error)
+        != NGX_OK)
+    {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
-                       "mdm watch check-in not parsed: %uz bytes",
-                       body->len);
-        return NGX_DECLINED;
-    }
-
-    plist = NULL;
-
-    plist_from_memory((const char *) body->data, (uint32_t) body->len,
-                      &plist);
-
-    if (plist == NULL) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
-                       "mdm watch check-in is not a plist");
+                       "mdm watch check-in not parsed: %s", error);
         return NGX_DECLINED;
     }
 
