@@ -17,6 +17,14 @@
 #define NGX_HTTP_MDM_WATCH_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_MDM_WATCH_REDIS_BACKOFF_MAX  5000
 
+/*
+ * the module's commands are answered with a status, an integer or a
+ * short string: anything far larger is a broken or hostile peer
+ */
+#define NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX   (64 * 1024)
+#define NGX_HTTP_MDM_WATCH_REDIS_STRING_MAX   (16 * 1024)
+#define NGX_HTTP_MDM_WATCH_REDIS_ELEMENTS_MAX 64
+
 
 typedef enum {
     NGX_HTTP_MDM_WATCH_REDIS_IDLE = 0,
@@ -73,9 +81,17 @@ static void ngx_http_mdm_watch_redis_reply(redisAsyncContext *ac, void *r,
 static void ngx_http_mdm_watch_redis_timeout(ngx_event_t *ev);
 static void ngx_http_mdm_watch_redis_detach(void *data);
 static void ngx_http_mdm_watch_redis_failed(ngx_http_mdm_watch_redis_t *redis);
+static void ngx_http_mdm_watch_redis_limit_replies(redisAsyncContext *ac);
+static void *ngx_http_mdm_watch_redis_create_string(
+    const redisReadTask *task, char *str, size_t len);
+static void *ngx_http_mdm_watch_redis_create_array(
+    const redisReadTask *task, int elements);
 
 
 static ngx_http_mdm_watch_redis_t  ngx_http_mdm_watch_redis;
+
+static redisReplyObjectFunctions   ngx_http_mdm_watch_redis_reply_functions;
+static redisReplyObjectFunctions  *ngx_http_mdm_watch_redis_hiredis_functions;
 
 
 ngx_int_t
@@ -232,6 +248,8 @@ ngx_http_mdm_watch_redis_connect(ngx_http_mdm_watch_redis_t *redis)
         ngx_http_mdm_watch_redis_failed(redis);
         return NGX_ERROR;
     }
+
+    ngx_http_mdm_watch_redis_limit_replies(ac);
 
     if (ngx_http_mdm_watch_redis_attach(redis, ac) != NGX_OK) {
         redisAsyncFree(ac);
@@ -411,9 +429,24 @@ ngx_http_mdm_watch_redis_read_handler(ngx_event_t *rev)
     c = rev->data;
     redis = c->data;
 
-    if (redis->ac) {
-        redisAsyncHandleRead(redis->ac);
+    if (redis->ac == NULL) {
+        return;
     }
+
+    /* hiredis buffers a whole bulk reply, whatever length it announces */
+
+    if (redis->ac->c.reader->len - redis->ac->c.reader->pos
+        > NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX)
+    {
+        ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                      "mdm watch: redis at \"%V\" sent a reply larger "
+                      "than %d bytes, closing the connection",
+                      &redis->conf->addr, NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX);
+        ngx_http_mdm_watch_redis_close(redis);
+        return;
+    }
+
+    redisAsyncHandleRead(redis->ac);
 }
 
 
@@ -674,4 +707,51 @@ ngx_http_mdm_watch_redis_detach(void *data)
     if (cmd->timer.timer_set) {
         ngx_del_timer(&cmd->timer);
     }
+}
+
+
+static void
+ngx_http_mdm_watch_redis_limit_replies(redisAsyncContext *ac)
+{
+    redisReplyObjectFunctions  *fn;
+
+    fn = &ngx_http_mdm_watch_redis_reply_functions;
+
+    if (ngx_http_mdm_watch_redis_hiredis_functions == NULL) {
+        ngx_http_mdm_watch_redis_hiredis_functions = ac->c.reader->fn;
+
+        *fn = *ac->c.reader->fn;
+        fn->createString = ngx_http_mdm_watch_redis_create_string;
+        fn->createArray = ngx_http_mdm_watch_redis_create_array;
+    }
+
+    ac->c.reader->fn = fn;
+}
+
+
+/* NULL makes hiredis fail the reader, and the connection is dropped */
+
+static void *
+ngx_http_mdm_watch_redis_create_string(const redisReadTask *task, char *str,
+    size_t len)
+{
+    if (len > NGX_HTTP_MDM_WATCH_REDIS_STRING_MAX) {
+        return NULL;
+    }
+
+    return ngx_http_mdm_watch_redis_hiredis_functions->createString(task, str,
+                                                                    len);
+}
+
+
+static void *
+ngx_http_mdm_watch_redis_create_array(const redisReadTask *task,
+    int elements)
+{
+    if (elements < 0 || elements > NGX_HTTP_MDM_WATCH_REDIS_ELEMENTS_MAX) {
+        return NULL;
+    }
+
+    return ngx_http_mdm_watch_redis_hiredis_functions->createArray(task,
+                                                                   elements);
 }
