@@ -484,8 +484,15 @@ ngx_http_mdm_watch_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_mdm_watch_loc_conf_t *prev = parent;
     ngx_http_mdm_watch_loc_conf_t *conf = child;
 
-    ngx_conf_merge_value(conf->enroll, prev->enroll, 0);
-    ngx_conf_merge_value(conf->checkin, prev->checkin, 0);
+    /* a location that sets one of the two does not inherit the other */
+
+    if (conf->enroll == NGX_CONF_UNSET && conf->checkin == NGX_CONF_UNSET) {
+        conf->enroll = prev->enroll;
+        conf->checkin = prev->checkin;
+    }
+
+    ngx_conf_init_value(conf->enroll, 0);
+    ngx_conf_init_value(conf->checkin, 0);
 
     return NGX_CONF_OK;
 }
