@@ -8,8 +8,8 @@
 use strict;
 use warnings;
 
-use FindBin;
-use lib "$FindBin::Bin/../t/lib";
+use File::Basename qw(dirname);
+use lib dirname(__FILE__) . '/../t/lib';
 
 use Getopt::Long qw(GetOptions);
 use IO::Select;
@@ -63,8 +63,7 @@ sub main {
     );
     GetOptions(\%opt, 'nginx=s', 'pki=s', 'redis=s', 'phone=s', 'watch=s')
         && $opt{nginx} && $opt{pki} && !@ARGV
-        or die "usage: simulator.pl --nginx HOST:PORT --pki DIR"
-             . " [--redis HOST:PORT] [--phone UDID] [--watch UDID]\n";
+        or usage();
 
     $| = 1;
     my $pki = MdmWatch::Pki->new(dir => $opt{pki}, udid => $opt{watch});
@@ -78,6 +77,12 @@ sub main {
 
     print "all steps passed: the watch is paired with the phone\n";
     exit 0;
+}
+
+sub usage {
+    print STDERR "usage: simulator.pl --nginx HOST:PORT --pki DIR"
+        . " [--redis HOST:PORT] [--phone UDID] [--watch UDID]\n";
+    exit 2;
 }
 
 
@@ -268,8 +273,9 @@ sub describe {
 
 Sends one request on a new connection (C<Connection: close>), with Host
 and, when there is a body, Content-Length.  Returns a hash: C<status>,
-C<reason>, C<headers> ([name, value] in order), C<body> (de-chunked);
-or C<error> when there was no complete answer.
+C<reason>, C<headers> ([name, value] in order), C<body> (de-chunked),
+and C<error> when there was no complete answer (C<status> is then 0 if
+no head came).
 
 =cut
 
@@ -281,7 +287,8 @@ sub http_request {
         PeerAddr => $hostport,
         Proto    => 'tcp',
         Timeout  => $CONNECT_TIMEOUT,
-    ) or return { error => "connect $hostport: $@", body => '' };
+    ) or return { error => "connect $hostport: $@", status => 0,
+                  body => '' };
     binmode $sock;
 
     my $req = request_bytes($hostport, $method, $path, $headers, $body);
@@ -290,6 +297,7 @@ sub http_request {
     my $res = send_all($c, $req) ? read_response($c, $method)
                                  : { error => "send: $!" };
     close $sock;
+    $res->{status} //= 0;
     $res->{body} //= '';
     return $res;
 }
@@ -348,16 +356,22 @@ sub read_response {
 
 sub read_head {
     my ($c) = @_;
-    until ($c->{buf} =~ /\r?\n\r?\n/) {
+    my $end;
+    until (defined($end = head_end($c->{buf}))) {
         return undef if length $c->{buf} > 65536 || !read_more($c);
     }
-    my $head = substr $c->{buf}, 0, $+[0], '';
+    my $head = substr $c->{buf}, 0, $end, '';
     my @lines = split /\r?\n/, $head;
 
     my ($status, $reason) = shift(@lines) =~ m{^HTTP/\d\.\d (\d{3}) ?(.*)$}
         or return undef;
     my @headers = map { /^([^:]+):\s*(.*?)\s*$/ ? [$1, $2] : () } @lines;
     return { status => $status, reason => $reason, headers => \@headers };
+}
+
+sub head_end {
+    my ($buf) = @_;
+    return $buf =~ /\r?\n\r?\n/ ? $+[0] : undef;
 }
 
 sub read_response_body {

@@ -54,7 +54,7 @@ Answers:
 
 Request headers for tests:
 
-    X-Standin-Status: NNN         answer with this status instead
+    X-Standin-Status: NNN         answer with this status (200-599)
     X-Standin-Delay-Ms: N         wait N ms (at most 60000) first
     X-Standin-Profile-Size: N     pad the profile to exactly N bytes
 
@@ -97,7 +97,10 @@ main();
 sub main {
     GetOptions(\%opt, 'listen=s', 'record=s', 'pid=s', 'port-file=s',
         'lifetime=i') or usage();
-    usage() unless $opt{listen} && !@ARGV;
+    usage() unless $opt{listen} && !@ARGV && $opt{lifetime} > 0;
+
+    $SIG{$_} = sub { $stop = 1 } for qw(TERM INT HUP);
+    $SIG{PIPE} = 'IGNORE';
 
     my ($addr, $port) = parse_listen($opt{listen});
     if (defined $opt{record}) {
@@ -122,9 +125,6 @@ sub main {
     print STDERR "mdm-standin: a stand-in MDM server for demos and tests,"
         . " not an MDM server\n";
     print STDERR "mdm-standin: listening on $addr:$port\n";
-
-    $SIG{$_} = sub { $stop = 1 } for qw(TERM INT HUP);
-    $SIG{PIPE} = 'IGNORE';
 
     serve($listener);
     shutdown_children();
@@ -428,7 +428,7 @@ sub answer {
     my ($status, $type, $body, @extra) = route($req);
 
     my $forced = header($req, 'X-Standin-Status');
-    $status = $forced if defined $forced && $forced =~ /^[1-5]\d\d$/;
+    $status = $forced if defined $forced && $forced =~ /^[2-5]\d\d$/;
     return ($status, $type, $body, @extra);
 }
 

@@ -56,14 +56,15 @@ MdmWatch::Message - the watch and phone messages of watch pairing
 
 =head1 FUNCTIONS
 
-=head2 plist(@pairs) and plist_value
+=head2 plist(@pairs), xml_escape($string)
 
-C<plist(key => value, ...)> is an XML plist of one dictionary whose keys
-keep the order given.  Values: a plain scalar is a string; a scalar
-reference is data (base64); a hash reference is a nested dictionary
-(keys sorted); an array reference is an array; a reference to a
-reference, C<\\'true'>, C<\\'false'>, C<\\42>, is a boolean or integer.
-An undefined value leaves the key out.
+C<< plist(key => value, ...) >> is an XML plist of one dictionary whose
+keys keep the order given.  Values: a plain scalar is a string; a
+scalar reference is data (base64); a hash reference is a nested
+dictionary (keys sorted); an array reference is an array; a reference
+to a reference (C<\\'true'>, C<\\'false'>, C<\\42>) is a boolean or
+an integer.  An undefined value leaves the key out.  C<xml_escape>
+escapes &, <, > and ".
 
 =cut
 

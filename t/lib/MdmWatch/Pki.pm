@@ -63,10 +63,12 @@ C<new> creates, unless already present, in C<dir>:
     expired         device certificate under ca, validity in the past
 
 Device certificates have keyUsage digitalSignature and no extended key
-usage.  Options: C<udid>, C<other_udid>, C<key_type> (C<ec>, the
-default, for P-256, or C<rsa> for RSA 2048).  A second C<new> with the
-same options only checks the files.  Generation takes a lock, so
-parallel test scripts can share one directory.
+usage.  Options: C<udid>, C<other_udid>, C<key_type> (C<ec> for P-256,
+the default for a new directory, or C<rsa> for RSA 2048; without it an
+existing directory keeps its type).  A second C<new> with the same
+options only checks the files; other UDIDs remake the device
+certificates and keep the CAs.  Generation takes a lock, so parallel
+test scripts can share one directory.
 
 =cut
 
@@ -78,7 +80,7 @@ sub new {
         dir        => $dir,
         udid       => $opt{udid} // $DEFAULT_UDID,
         other_udid => $opt{other_udid} // $DEFAULT_OTHER_UDID,
-        key_type   => $opt{key_type} // 'ec',
+        key_type   => $opt{key_type} // _old_key_type($dir) // 'ec',
     }, $class;
 
     croak "MdmWatch::Pki: unknown key_type $self->{key_type}"
@@ -147,6 +149,12 @@ sub _slurp {
     local $/;
     my $data = <$fh> // '';
     return $data;
+}
+
+sub _old_key_type {
+    my ($dir) = @_;
+    return undef unless -f "$dir/pki.stamp";
+    return _slurp("$dir/pki.stamp") =~ /^v1 key_type=(\w+) / ? $1 : undef;
 }
 
 sub _stamp {

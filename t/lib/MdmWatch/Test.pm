@@ -1411,4 +1411,213 @@ sub free_ports {
     return @ports;
 }
 
+=head1 FAULT TESTS
+
+Helpers of the fault and hostile-input tests (C<t/8*.t>): scripted peers
+in the slots of Redis and the MDM server, a snapshot of all of Redis,
+and the nginx worker as a process.
+
+=head2 start_fake_redis(@args), start_redis_args(@args), kill_redis
+
+C<start_fake_redis> runs C<t/lib/fake-redis.pl> with the given arguments
+(C<--mode ...>) on the Redis port, in the place of Redis: C<stop_redis>
+stops it, C<start_redis> can follow on the same port.
+C<start_redis_args> is C<start_redis> with more C<redis-server>
+arguments, such as persistence.  C<kill_redis> ends Redis with SIGKILL,
+as a crash, and reaps it.
+
+=cut
+
+sub start_fake_redis {
+    my ($self, @args) = @_;
+    my $port = $self->{port}{redis};
+
+    croak 'redis is already running' if $self->{pids}{redis};
+
+    $self->spawn('redis', "$self->{dir}/fake-redis.log", $^X,
+        "$ROOT/t/lib/fake-redis.pl", '--listen', "127.0.0.1:$port", @args);
+
+    $self->wait_port('redis', $port)
+        or croak 'fake-redis does not accept connections: '
+            . tail("$self->{dir}/fake-redis.log");
+}
+
+sub start_redis_args {
+    my ($self, @args) = @_;
+    my $port = $self->{port}{redis};
+    my $bin = $ENV{TEST_REDIS_SERVER} // 'redis-server';
+
+    croak 'redis is already running' if $self->{pids}{redis};
+
+    $self->spawn('redis', "$self->{dir}/redis.log", $bin,
+        '--bind', '127.0.0.1', '--port', $port, '--save', '',
+        '--dir', $self->{dir}, '--daemonize', 'no', @args);
+
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        my $pong = eval { $self->redis('PING') };
+        return 1 if defined $pong && $pong eq 'PONG';
+        $self->alive('redis')
+            or croak 'redis-server exited: ' . tail("$self->{dir}/redis.log");
+        sleep 0.05;
+    }
+    croak 'redis-server does not answer PING: '
+        . tail("$self->{dir}/redis.log");
+}
+
+sub kill_redis {
+    my ($self) = @_;
+    my $pid = $self->{pids}{redis} or croak 'redis is not running';
+    kill 'KILL', $pid;
+    $self->{paused} = 0;
+    defined $self->reap('redis', 5) or croak "redis $pid did not end";
+}
+
+=head2 start_fake_mdm(@args), fake_mdm_requests
+
+C<start_fake_mdm> runs C<t/lib/fake-mdm.pl> on the stand-in's port, in
+its place (call C<stop_upstream> first, if the stand-in runs).
+C<fake_mdm_requests> lists what it received, oldest first, each as
+{ method, uri, fault, body_length, body_sha256, phone }.
+
+=cut
+
+sub start_fake_mdm {
+    my ($self, @args) = @_;
+    my $port = $self->{port}{upstream};
+
+    croak 'the stand-in is already running' if $self->{pids}{upstream};
+
+    $self->spawn('upstream', "$self->{dir}/fake-mdm.log", $^X,
+        "$ROOT/t/lib/fake-mdm.pl", '--listen', "127.0.0.1:$port",
+        '--record', "$self->{dir}/fake-mdm.requests", @args);
+
+    $self->wait_port('upstream', $port)
+        or croak 'fake-mdm does not accept connections: '
+            . tail("$self->{dir}/fake-mdm.log");
+}
+
+sub fake_mdm_requests {
+    my ($self) = @_;
+    my $file = "$self->{dir}/fake-mdm.requests";
+    return () unless -f $file;
+
+    my @list;
+    for my $line (split /\n/, slurp($file)) {
+        my %r;
+        @r{qw(method uri fault body_length body_sha256 phone)} =
+            split / /, $line;
+        push @list, \%r;
+    }
+    return @list;
+}
+
+=head2 redis_snapshot, redis_diff($before, $after), redis_unchanged_ok
+
+C<redis_snapshot> is every key of Redis with its type, its value and
+whether it has a TTL: { key => "type value ttl|no-ttl" }, the value of a
+hash or set written as its sorted members.  C<redis_diff> lists the keys
+added, removed or changed between two snapshots, as text.
+C<redis_unchanged_ok($before, $name)> asserts that Redis equals the
+snapshot.
+
+=cut
+
+sub redis_snapshot {
+    my ($self) = @_;
+    my %snap;
+
+    for my $key ($self->redis_keys('*')) {
+        my $type = $self->redis('TYPE', $key);
+        my $value;
+
+        if ($type eq 'string') {
+            $value = $self->redis('GET', $key);
+        } elsif ($type eq 'hash') {
+            my $h = $self->redis_hash($key);
+            $value = join ',', map { "$_=$h->{$_}" } sort keys %$h;
+        } elsif ($type eq 'set') {
+            $value = join ',', $self->redis_members($key);
+        } elsif ($type eq 'list') {
+            $value = join ',', @{ $self->redis('LRANGE', $key, 0, -1) };
+        } else {
+            $value = '?';
+        }
+        next unless defined $value;     # expired meanwhile
+
+        my $ttl = $self->redis('PTTL', $key);
+        next if $ttl == -2;
+        $snap{$key} = "$type $value " . ($ttl >= 0 ? 'ttl' : 'no-ttl');
+    }
+    return \%snap;
+}
+
+sub redis_diff {
+    my ($before, $after) = @_;
+    my @diff;
+
+    for my $k (sort keys %$before) {
+        if (!exists $after->{$k}) {
+            push @diff, "removed $k ($before->{$k})";
+        } elsif ($after->{$k} ne $before->{$k}) {
+            push @diff, "changed $k: $before->{$k} -> $after->{$k}";
+        }
+    }
+    push @diff, map { "added $_ ($after->{$_})" }
+        grep { !exists $before->{$_} } sort keys %$after;
+    return @diff;
+}
+
+sub redis_unchanged_ok {
+    my ($self, $before, $name) = @_;
+    my @diff = redis_diff($before, $self->redis_snapshot);
+    ok(!@diff, $name) or diag(join "\n", last_lines(10, @diff));
+    return !@diff;
+}
+
+=head2 master_pid, worker_pids, wait_workers($n), rss_kb($pid)
+
+The nginx master is the process C<start_nginx> started; its workers are
+its children.  C<wait_workers> waits (up to 5 s) until there are C<$n>
+(1) and returns their pids.  C<rss_kb> is VmRSS of a process in kB, from
+C</proc/PID/status>.  C<crashes> lists the "exited on signal" lines of
+the error log.
+
+=cut
+
+sub master_pid {
+    my ($self) = @_;
+    return $self->{pids}{nginx};
+}
+
+sub worker_pids {
+    my ($self) = @_;
+    my $master = $self->{pids}{nginx} or return ();
+    return sort { $a <=> $b } children_of($master);
+}
+
+sub wait_workers {
+    my ($self, $n) = @_;
+    my $deadline = time + 5;
+    my @pids;
+
+    $n //= 1;
+    while (1) {
+        @pids = $self->worker_pids;
+        return @pids if @pids == $n || time >= $deadline;
+        sleep 0.02;
+    }
+}
+
+sub rss_kb {
+    my ($pid) = @_;
+    my $status = eval { slurp("/proc/$pid/status") } // return undef;
+    return $status =~ /^VmRSS:\s+(\d+)\s+kB/m ? $1 : undef;
+}
+
+sub crashes {
+    my ($self) = @_;
+    return grep { /exited on signal/ } split /\n/, $self->error_log;
+}
+
 1;
