@@ -25,6 +25,7 @@
 #define NGX_HTTP_MDM_WATCH_RETRY_AFTER         "5"
 
 #define NGX_HTTP_MDM_WATCH_KEY_SECURITY_TOKEN  "mdm_watch:security_token:"
+#define NGX_HTTP_MDM_WATCH_KEY_CHALLENGES      "mdm_watch:challenges:"
 #define NGX_HTTP_MDM_WATCH_KEY_PAIRING_TOKEN   "mdm_watch:pairing_token:"
 #define NGX_HTTP_MDM_WATCH_KEY_PAIR            "mdm_watch:pair:"
 #define NGX_HTTP_MDM_WATCH_KEY_PHONE           "mdm_watch:phone:"

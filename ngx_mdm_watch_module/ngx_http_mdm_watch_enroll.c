@@ -7,6 +7,13 @@
 #include "ngx_http_mdm_watch.h"
 
 
+/* machine info is about a kilobyte; its CMS envelope a few more */
+#define NGX_HTTP_MDM_WATCH_ENROLL_BODY_MAX  (1024 * 1024)
+
+/* security tokens kept alive per watch */
+#define NGX_HTTP_MDM_WATCH_CHALLENGES       "4"
+
+
 static void ngx_http_mdm_watch_enroll_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mdm_watch_enroll(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
@@ -40,6 +47,25 @@ static char  ngx_http_mdm_watch_consume_script[] =
         "'version', ARGV[6], 'os_version', ARGV[7], 'paired_at', ARGV[8], "
         "'state', 'paired') "
     "redis.call('SADD', KEYS[3], ARGV[2]) "
+    "return 1";
+
+
+/*
+ * stores a new security token for the watch and keeps the last few
+ * issued to it: older ones are dropped, so that a replayed machine info
+ * cannot fill Redis, while a watch that asked twice may use either
+ */
+
+static char  ngx_http_mdm_watch_challenge_script[] =
+    "redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) "
+    "redis.call('LPUSH', KEYS[2], ARGV[4]) "
+    "local old = redis.call('LRANGE', KEYS[2], "
+        NGX_HTTP_MDM_WATCH_CHALLENGES ", -1) "
+    "for _, token in ipairs(old) do "
+        "redis.call('DEL', ARGV[3] .. token) "
+    "end "
+    "redis.call('LTRIM', KEYS[2], 0, " NGX_HTTP_MDM_WATCH_CHALLENGES " - 1) "
+    "redis.call('EXPIRE', KEYS[2], ARGV[2]) "
     "return 1";
 
 
@@ -126,9 +152,15 @@ ngx_http_mdm_watch_enroll(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_mdm_watch_module);
 
-    /* the body is bounded by client_max_body_size */
+    rc = ngx_http_mdm_watch_read_body(r, &body,
+                                      NGX_HTTP_MDM_WATCH_ENROLL_BODY_MAX);
 
-    rc = ngx_http_mdm_watch_read_body(r, &body, NGX_MAX_SIZE_T_VALUE);
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "mdm watch: machine info larger than %d bytes",
+                      NGX_HTTP_MDM_WATCH_ENROLL_BODY_MAX);
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
 
     if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -350,10 +382,10 @@ ngx_http_mdm_watch_challenge(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)
 {
     u_char                          *p;
-    size_t                           argvlen[5];
+    size_t                           argvlen[9];
     ngx_int_t                        rc;
-    ngx_str_t                        key, ttl;
-    const char                      *argv[5];
+    ngx_str_t                        key, watch_key, ttl;
+    const char                      *argv[9];
     ngx_http_mdm_watch_main_conf_t  *mmcf;
 
     mmcf = ngx_http_get_module_main_conf(r, ngx_mdm_watch_module);
@@ -372,7 +404,10 @@ ngx_http_mdm_watch_challenge(ngx_http_request_t *r,
 
     if (ngx_http_mdm_watch_key(r->pool, NGX_HTTP_MDM_WATCH_KEY_SECURITY_TOKEN,
                                &ctx->security_token, &key)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_mdm_watch_key(r->pool, NGX_HTTP_MDM_WATCH_KEY_CHALLENGES,
+                                  &ctx->udid, &watch_key)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -384,20 +419,28 @@ ngx_http_mdm_watch_challenge(ngx_http_request_t *r,
 
     ttl.len = ngx_sprintf(ttl.data, "%T", mmcf->token_ttl) - ttl.data;
 
-    argv[0] = "SET";
-    argvlen[0] = sizeof("SET") - 1;
-    argv[1] = (char *) key.data;
-    argvlen[1] = key.len;
-    argv[2] = (char *) ctx->udid.data;
-    argvlen[2] = ctx->udid.len;
-    argv[3] = "EX";
-    argvlen[3] = sizeof("EX") - 1;
-    argv[4] = (char *) ttl.data;
-    argvlen[4] = ttl.len;
+    argv[0] = "EVAL";
+    argvlen[0] = sizeof("EVAL") - 1;
+    argv[1] = ngx_http_mdm_watch_challenge_script;
+    argvlen[1] = sizeof(ngx_http_mdm_watch_challenge_script) - 1;
+    argv[2] = "2";
+    argvlen[2] = 1;
+    argv[3] = (char *) key.data;
+    argvlen[3] = key.len;
+    argv[4] = (char *) watch_key.data;
+    argvlen[4] = watch_key.len;
+    argv[5] = (char *) ctx->udid.data;
+    argvlen[5] = ctx->udid.len;
+    argv[6] = (char *) ttl.data;
+    argvlen[6] = ttl.len;
+    argv[7] = NGX_HTTP_MDM_WATCH_KEY_SECURITY_TOKEN;
+    argvlen[7] = sizeof(NGX_HTTP_MDM_WATCH_KEY_SECURITY_TOKEN) - 1;
+    argv[8] = (char *) ctx->security_token.data;
+    argvlen[8] = ctx->security_token.len;
 
     rc = ngx_http_mdm_watch_redis_command(r, ctx,
                                           ngx_http_mdm_watch_challenge_reply,
-                                          5, argv, argvlen);
+                                          9, argv, argvlen);
 
     if (rc == NGX_DECLINED) {
         return ngx_http_mdm_watch_unavailable(r);
@@ -423,7 +466,7 @@ ngx_http_mdm_watch_challenge_reply(ngx_http_request_t *r,
         goto done;
     }
 
-    if (reply->type != REDIS_REPLY_STATUS) {
+    if (reply->type != REDIS_REPLY_INTEGER) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "mdm watch: unexpected redis reply of type %d "
                       "to storing a security token", reply->type);

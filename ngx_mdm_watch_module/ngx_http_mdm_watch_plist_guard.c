@@ -42,6 +42,10 @@ static ngx_int_t ngx_http_mdm_watch_bplist_length(
 static uint64_t ngx_http_mdm_watch_bplist_uint(u_char *p, ngx_uint_t size);
 static ngx_int_t ngx_http_mdm_watch_xml_check(u_char *p, size_t len,
     const char **error);
+static u_char *ngx_http_mdm_watch_xml_markup(u_char *p, u_char *last,
+    const char **error);
+static u_char *ngx_http_mdm_watch_xml_skip(u_char *p, u_char *last,
+    char *end, size_t len);
 static ngx_int_t ngx_http_mdm_watch_xml_entity(u_char **pp, u_char *last);
 static ngx_uint_t ngx_http_mdm_watch_xml_tag(u_char *p, u_char *last,
     char *name, size_t len);
@@ -386,7 +390,9 @@ ngx_http_mdm_watch_bplist_uint(u_char *p, ngx_uint_t size)
  * An XML plist is scanned once: no NUL bytes, no document type with an
  * internal subset (where entities are declared), only the predefined
  * and numeric character references, at most so many elements, and
- * dictionaries and arrays nested at most so deep.
+ * dictionaries and arrays nested at most so deep.  Comments, CDATA
+ * sections and processing instructions are skipped whole, so that what
+ * they hold counts for nothing.
  */
 
 static ngx_int_t
@@ -422,14 +428,11 @@ ngx_http_mdm_watch_xml_check(u_char *p, size_t len, const char **error)
 
         p++;
 
-        if (p < last && *p == '!') {
-            if (last - p >= 8 && ngx_strncmp(p, "!DOCTYPE", 8) == 0) {
-                while (p < last && *p != '>') {
-                    if (*p++ == '[') {
-                        *error = "XML plist declares a document type subset";
-                        return NGX_DECLINED;
-                    }
-                }
+        if (p < last && (*p == '!' || *p == '?')) {
+            p = ngx_http_mdm_watch_xml_markup(p, last, error);
+
+            if (p == NULL) {
+                return NGX_DECLINED;
             }
 
             continue;
@@ -463,6 +466,74 @@ ngx_http_mdm_watch_xml_check(u_char *p, size_t len, const char **error)
     }
 
     return NGX_OK;
+}
+
+
+/* p is past "<" and at "!" or "?": returns where the markup ends */
+
+static u_char *
+ngx_http_mdm_watch_xml_markup(u_char *p, u_char *last, const char **error)
+{
+    u_char  quote;
+
+    if (*p == '?') {
+        p = ngx_http_mdm_watch_xml_skip(p, last, "?>", 2);
+
+    } else if (last - p >= 3 && ngx_strncmp(p, "!--", 3) == 0) {
+        p = ngx_http_mdm_watch_xml_skip(p + 3, last, "-->", 3);
+
+    } else if (last - p >= 8 && ngx_strncmp(p, "![CDATA[", 8) == 0) {
+        p = ngx_http_mdm_watch_xml_skip(p + 8, last, "]]>", 3);
+
+    } else if (last - p >= 8 && ngx_strncmp(p, "!DOCTYPE", 8) == 0) {
+
+        for (quote = '\0'; p < last; p++) {
+
+            if (quote) {
+                if (*p == quote) {
+                    quote = '\0';
+                }
+
+                continue;
+            }
+
+            if (*p == '"' || *p == '\'') {
+                quote = *p;
+
+            } else if (*p == '[') {
+                *error = "XML plist declares a document type subset";
+                return NULL;
+
+            } else if (*p == '>') {
+                return p + 1;
+            }
+        }
+
+        p = NULL;
+
+    } else {
+        *error = "XML plist has an unknown markup declaration";
+        return NULL;
+    }
+
+    if (p == NULL) {
+        *error = "XML plist has unterminated markup";
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_mdm_watch_xml_skip(u_char *p, u_char *last, char *end, size_t len)
+{
+    for ( /* void */ ; (size_t) (last - p) >= len; p++) {
+        if (ngx_strncmp(p, end, len) == 0) {
+            return p + len;
+        }
+    }
+
+    return NULL;
 }
 
 

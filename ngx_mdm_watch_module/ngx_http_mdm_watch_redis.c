@@ -33,6 +33,13 @@ typedef enum {
 } ngx_http_mdm_watch_redis_state_e;
 
 
+/*
+ * AUTH and SELECT go first on a new connection; commands are refused
+ * until their replies came, so that none runs unauthenticated or in
+ * another database
+ */
+
+
 struct ngx_http_mdm_watch_redis_s {
     redisAsyncContext                *ac;
     ngx_connection_t                 *connection;
@@ -43,6 +50,8 @@ struct ngx_http_mdm_watch_redis_s {
     ngx_event_t                       connect_timer;
     ngx_msec_t                        backoff;
     ngx_msec_t                        next_attempt;
+    ngx_uint_t                        setup;
+    const char                       *refused;
 
     unsigned                          exiting:1;
 };
@@ -86,6 +95,11 @@ static void *ngx_http_mdm_watch_redis_create_string(
     const redisReadTask *task, char *str, size_t len);
 static void *ngx_http_mdm_watch_redis_create_array(
     const redisReadTask *task, int elements);
+static void *ngx_http_mdm_watch_redis_create_integer(
+    const redisReadTask *task, long long value);
+static void *ngx_http_mdm_watch_redis_create_nil(const redisReadTask *task);
+static ngx_uint_t ngx_http_mdm_watch_redis_unsolicited(
+    const redisReadTask *task);
 
 
 static ngx_http_mdm_watch_redis_t  ngx_http_mdm_watch_redis;
@@ -168,6 +182,14 @@ ngx_http_mdm_watch_redis_command(ngx_http_request_t *r,
         if (ngx_http_mdm_watch_redis_connect(redis) != NGX_OK) {
             return NGX_DECLINED;
         }
+    }
+
+    if (redis->setup) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "mdm watch: redis at \"%V\" is not ready: "
+                      "AUTH or SELECT not answered yet",
+                      &redis->conf->addr);
+        return NGX_DECLINED;
     }
 
     cmd = ngx_alloc(sizeof(ngx_http_mdm_watch_redis_cmd_t), r->connection->log);
@@ -263,16 +285,24 @@ ngx_http_mdm_watch_redis_connect(ngx_http_mdm_watch_redis_t *redis)
     redisAsyncSetConnectCallback(ac, ngx_http_mdm_watch_redis_connected);
     redisAsyncSetDisconnectCallback(ac, ngx_http_mdm_watch_redis_disconnected);
 
-    if (mmcf->password.len) {
-        redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
-                          (void *) "AUTH",
-                          "AUTH %b", mmcf->password.data,
-                          mmcf->password.len);
+    redis->setup = 0;
+    redis->refused = NULL;
+
+    if (mmcf->password.len
+        && redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
+                             (void *) "AUTH", "AUTH %b", mmcf->password.data,
+                             mmcf->password.len)
+           == REDIS_OK)
+    {
+        redis->setup++;
     }
 
-    if (mmcf->db) {
-        redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
-                          (void *) "SELECT", "SELECT %d", (int) mmcf->db);
+    if (mmcf->db
+        && redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
+                             (void *) "SELECT", "SELECT %d", (int) mmcf->db)
+           == REDIS_OK)
+    {
+        redis->setup++;
     }
 
     /* hiredis learns that the connection is established from writability */
@@ -368,7 +398,20 @@ ngx_http_mdm_watch_redis_disconnected(const redisAsyncContext *ac, int status)
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+    if (redis->refused) {
+        ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                      "mdm watch: redis at \"%V\" sent %s, "
+                      "connection closed", &redis->conf->addr, redis->refused);
+        return;
+    }
+
+    /*
+     * Redis closes idle clients when its "timeout" is set: an error is
+     * logged by each request that was waiting, and by the next attempt
+     * to connect if Redis is gone
+     */
+
+    ngx_log_error(NGX_LOG_INFO, redis->log, 0,
                   "mdm watch: redis connection to \"%V\" lost: %s",
                   &redis->conf->addr,
                   ac->errstr[0] ? ac->errstr : "closed by server");
@@ -388,16 +431,22 @@ ngx_http_mdm_watch_redis_setup_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, redis->log, 0,
-                      "mdm watch: redis %s on \"%V\" failed: %*s",
-                      (char *) privdata, &redis->conf->addr,
-                      (size_t) reply->len, reply->str);
+    if (reply->type != REDIS_REPLY_ERROR) {
+        if (redis->setup) {
+            redis->setup--;
+        }
 
-        /* commands would fail the same way: drop the connection */
-
-        redisAsyncDisconnect(ac);
+        return;
     }
+
+    ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                  "mdm watch: redis %s on \"%V\" failed: %*s",
+                  (char *) privdata, &redis->conf->addr,
+                  (size_t) reply->len, reply->str);
+
+    /* nothing may be sent on this connection: it is dropped */
+
+    redisAsyncDisconnect(ac);
 }
 
 
@@ -723,19 +772,30 @@ ngx_http_mdm_watch_redis_limit_replies(redisAsyncContext *ac)
         *fn = *ac->c.reader->fn;
         fn->createString = ngx_http_mdm_watch_redis_create_string;
         fn->createArray = ngx_http_mdm_watch_redis_create_array;
+        fn->createInteger = ngx_http_mdm_watch_redis_create_integer;
+        fn->createNil = ngx_http_mdm_watch_redis_create_nil;
     }
 
     ac->c.reader->fn = fn;
 }
 
 
-/* NULL makes hiredis fail the reader, and the connection is dropped */
+/*
+ * NULL makes hiredis fail the reader, and the connection is dropped:
+ * for a reply too large, and for a reply nobody asked for, on which
+ * hiredis 0.14 would abort the worker
+ */
 
 static void *
 ngx_http_mdm_watch_redis_create_string(const redisReadTask *task, char *str,
     size_t len)
 {
     if (len > NGX_HTTP_MDM_WATCH_REDIS_STRING_MAX) {
+        ngx_http_mdm_watch_redis.refused = "a string too long";
+        return NULL;
+    }
+
+    if (ngx_http_mdm_watch_redis_unsolicited(task)) {
         return NULL;
     }
 
@@ -749,9 +809,60 @@ ngx_http_mdm_watch_redis_create_array(const redisReadTask *task,
     int elements)
 {
     if (elements < 0 || elements > NGX_HTTP_MDM_WATCH_REDIS_ELEMENTS_MAX) {
+        ngx_http_mdm_watch_redis.refused = "an array too long";
+        return NULL;
+    }
+
+    if (ngx_http_mdm_watch_redis_unsolicited(task)) {
         return NULL;
     }
 
     return ngx_http_mdm_watch_redis_hiredis_functions->createArray(task,
                                                                    elements);
+}
+
+
+static void *
+ngx_http_mdm_watch_redis_create_integer(const redisReadTask *task,
+    long long value)
+{
+    if (ngx_http_mdm_watch_redis_unsolicited(task)) {
+        return NULL;
+    }
+
+    return ngx_http_mdm_watch_redis_hiredis_functions->createInteger(task,
+                                                                     value);
+}
+
+
+static void *
+ngx_http_mdm_watch_redis_create_nil(const redisReadTask *task)
+{
+    if (ngx_http_mdm_watch_redis_unsolicited(task)) {
+        return NULL;
+    }
+
+    return ngx_http_mdm_watch_redis_hiredis_functions->createNil(task);
+}
+
+
+/*
+ * hiredis hands over each reply to the callback of the oldest command
+ * before it reads the next one: a reply that starts while no callback
+ * waits was not asked for
+ */
+
+static ngx_uint_t
+ngx_http_mdm_watch_redis_unsolicited(const redisReadTask *task)
+{
+    redisAsyncContext  *ac;
+
+    ac = ngx_http_mdm_watch_redis.ac;
+
+    if (task->parent == NULL && ac != NULL && ac->replies.head == NULL) {
+        ngx_http_mdm_watch_redis.refused = "a reply nobody asked for";
+        return 1;
+    }
+
+    return 0;
 }

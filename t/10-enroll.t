@@ -126,10 +126,14 @@ sub challenged {
     my $st = $t->challenge_ok($res, "$what is answered with a challenge");
     is($t->upstream_count, $before, "$what: nothing reached the MDM server");
     is_deeply([$t->redis_keys('mdm_watch:*')],
-        ["mdm_watch:security_token:" . ($st // '?')],
-        "$what: Redis holds the security token and nothing else");
+        ["mdm_watch:challenges:$udid",
+         "mdm_watch:security_token:" . ($st // '?')],
+        "$what: Redis holds the security token, the watch's list of "
+        . "security tokens, and nothing else");
     is($t->redis('GET', "mdm_watch:security_token:" . ($st // '?')), $udid,
         "$what: the security token belongs to the watch, in upper case");
+    is_deeply($t->redis('LRANGE', "mdm_watch:challenges:$udid", 0, -1),
+        [$st // '?'], "$what: the watch's list holds the security token");
     return ($st, $res);
 }
 
@@ -172,8 +176,10 @@ sub forged {
     my $st = $t->challenge_ok($res,
         "$what is answered with a new challenge");
     is($t->upstream_count, $before, "$what: nothing reached the MDM server");
-    is_deeply([$t->redis_keys('mdm_watch:*')],
-        [sort @keys_before, 'mdm_watch:security_token:' . ($st // '?')],
+    my %after = map { $_ => 1 } @keys_before,
+        'mdm_watch:security_token:' . ($st // '?'),
+        "mdm_watch:challenges:$watch";
+    is_deeply([$t->redis_keys('mdm_watch:*')], [sort keys %after],
         "$what: Redis gains the new security token and nothing else");
     $t->log_like(qr/\[warn\][^\n]*pairing token/i,
         "$what: the error log warns about the pairing token", $mark);

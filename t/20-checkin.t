@@ -75,12 +75,15 @@ sub malformed {
     my $before = $t->upstream_count;
 
     $body = $body->($st) if ref $body eq 'CODE';
+    my @keys = $t->redis_keys('mdm_watch:*');
     my $res = $t->checkin($body);
     is($res->{status}, 400, "$what is answered 400")
         or diag(MdmWatch::Test::describe($res));
     is($t->upstream_count, $before, "$what: nothing reached the MDM server");
-    is_deeply([$t->redis_keys('mdm_watch:*')], [st_key($st)],
+    is_deeply([$t->redis_keys('mdm_watch:*')], \@keys,
         "$what: Redis is as it was");
+    ok(grep({ $_ eq st_key($st) } @keys),
+        "$what: the security token is still there");
 }
 
 sub get_token_with {
