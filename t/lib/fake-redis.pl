@@ -54,6 +54,11 @@ the reply is depends on C<--mode>:
     disconnect-after-reply
                       answers as normal, then closes the connection
                       once --replies (1) replies went out
+    double-reply      answers as normal, each reply twice: the second
+                      answers nothing that was asked
+    unsolicited       answers as normal, and --delay-ms (100) after its
+                      first reply sends "+OK" unasked, on an idle
+                      connection
     refuse            accepts and closes at once
     reset             accepts, reads the first command and resets the
                       connection (RST)
@@ -86,7 +91,8 @@ my %opt = (
 my @MODES = qw(normal slow stall oversized error wrong-type bad-type
     negative-length negative-array absurd-array huge-array
     non-numeric-length non-numeric-array deep-array close-mid-reply
-    close-mid-line disconnect-after-reply refuse reset);
+    close-mid-line disconnect-after-reply double-reply unsolicited refuse
+    reset);
 
 my $stop = 0;
 my %clients;
@@ -99,6 +105,7 @@ sub main {
     GetOptions(\%opt, 'listen=s', 'mode=s', 'delay-ms=i', 'announce=i',
         'send=i', 'replies=i', 'eval-reply=i', 'lifetime=i')
         or usage();
+    $opt{'delay-ms'} ||= 100 if $opt{mode} eq 'unsolicited';
     usage() unless $opt{listen} && !@ARGV;
     die "fake-redis: unknown mode $opt{mode}\n"
         unless grep { $_ eq $opt{mode} } @MODES;
@@ -338,7 +345,12 @@ sub answer {
     }
 
     $c->{out} .= normal_reply($name);
+    $c->{out} .= normal_reply($name) if $mode eq 'double-reply';
     $c->{replies}++;
+
+    if ($mode eq 'unsolicited' && $c->{replies} == 1) {
+        push @{ $c->{pending} }, [time + $opt{'delay-ms'} / 1000, "+OK\r\n"];
+    }
     $c->{close_after} = 1 if $mode eq 'disconnect-after-reply'
         && $c->{replies} >= $opt{replies};
 }

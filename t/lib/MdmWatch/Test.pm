@@ -39,6 +39,11 @@ our $MISSING_CODE = 'com.apple.watch.pairing.token.missing';
 our $UUID_RE =
     qr/^[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$/;
 
+# TEST_NGINX_SLOW=N: nginx runs N times slower, as under Valgrind
+our $SLOW = $ENV{TEST_NGINX_SLOW} || 1;
+croak "TEST_NGINX_SLOW=$SLOW is no factor of at least 1"
+    unless $SLOW =~ /^\d+(?:\.\d+)?$/ && $SLOW >= 1;
+
 my %LIVE;
 
 $SIG{PIPE} = 'IGNORE';
@@ -160,6 +165,24 @@ sub shared_pki {
         unless @st && -d _ && $st[4] == $< && !($st[2] & 022);
 
     return MdmWatch::Pki->new(dir => $cache);
+}
+
+=head1 TIME
+
+=head2 slow($seconds)
+
+C<$seconds> stretched by TEST_NGINX_SLOW (a factor, 1 when unset), for
+an nginx that runs slower, as under Valgrind: every wait of the harness
+for nginx (its start and stop, an answer, a log line) is stretched so.
+A test that asserts a time bound of its own scales it with C<slow>, or
+skips it while C<$MdmWatch::Test::SLOW> is over 1; without the variable
+every bound stays as it is.
+
+=cut
+
+sub slow {
+    my $seconds = ref $_[0] ? $_[1] : $_[0];
+    return $seconds * $SLOW;
 }
 
 =head1 PROCESSES
@@ -361,7 +384,7 @@ sub alive {
 # or undef if it still runs
 sub reap {
     my ($self, $name, $timeout) = @_;
-    my $deadline = time + $timeout;
+    my $deadline = time + slow($timeout);
 
     while ($self->alive($name)) {
         return undef if time >= $deadline;
@@ -398,7 +421,7 @@ sub children_of {
 
 sub wait_port {
     my ($self, $name, $port) = @_;
-    my $deadline = time + 10;
+    my $deadline = time + slow(10);
 
     while (time < $deadline) {
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
@@ -662,7 +685,7 @@ sub send_request {
 sub send_raw {
     my ($self, $pieces, %o) = @_;
     my $port = $o{port} // $self->{port}{nginx};
-    my $timeout = $o{timeout} // 10;
+    my $timeout = slow($o{timeout} // 10);
     my $start = time;
 
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
@@ -708,7 +731,8 @@ sub write_all {
 sub read_response {
     my ($self, $h, $timeout) = @_;
     my $s = $h->{sock};
-    my $deadline = defined $timeout ? $h->{start} + $timeout : $h->{deadline};
+    my $deadline = defined $timeout ? $h->{start} + slow($timeout)
+                                    : $h->{deadline};
     my $sel = IO::Select->new($s);
     my $raw = '';
     my $error;
@@ -929,7 +953,7 @@ sub upstream_count {
 
 sub wait_upstream {
     my ($self, $n) = @_;
-    my $deadline = time + 5;
+    my $deadline = time + slow(5);
     my @list;
 
     while (1) {
@@ -1080,7 +1104,7 @@ sub access_log_text {
 
 sub access_log {
     my ($self, %o) = @_;
-    my $deadline = time + 5;
+    my $deadline = time + slow(5);
     my @entries;
 
     while (1) {
@@ -1101,7 +1125,7 @@ sub access_log {
 
 sub access_entry {
     my ($self, $uri) = @_;
-    my $deadline = time + 5;
+    my $deadline = time + slow(5);
 
     while (1) {
         my ($e) = grep { ($_->{uri} // '') eq $uri } $self->access_log;
@@ -1117,7 +1141,7 @@ sub log_mark {
 
 sub log_like {
     my ($self, $re, $name, $mark) = @_;
-    my $deadline = time + 2;
+    my $deadline = time + slow(2);
     my $log;
 
     while (1) {
@@ -1598,7 +1622,7 @@ sub worker_pids {
 
 sub wait_workers {
     my ($self, $n) = @_;
-    my $deadline = time + 5;
+    my $deadline = time + slow(5);
     my @pids;
 
     $n //= 1;
