@@ -288,20 +288,26 @@ ngx_http_mdm_watch_redis_connect(ngx_http_mdm_watch_redis_t *redis)
     redis->setup = 0;
     redis->refused = NULL;
 
-    if (mmcf->password.len
-        && redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
-                             (void *) "AUTH", "AUTH %b", mmcf->password.data,
-                             mmcf->password.len)
-           == REDIS_OK)
-    {
+    if (mmcf->password.len) {
+        if (redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
+                              (void *) "AUTH", "AUTH %b", mmcf->password.data,
+                              mmcf->password.len)
+            != REDIS_OK)
+        {
+            goto setup_failed;
+        }
+
         redis->setup++;
     }
 
-    if (mmcf->db
-        && redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
-                             (void *) "SELECT", "SELECT %d", (int) mmcf->db)
-           == REDIS_OK)
-    {
+    if (mmcf->db) {
+        if (redisAsyncCommand(ac, ngx_http_mdm_watch_redis_setup_reply,
+                              (void *) "SELECT", "SELECT %d", (int) mmcf->db)
+            != REDIS_OK)
+        {
+            goto setup_failed;
+        }
+
         redis->setup++;
     }
 
@@ -315,6 +321,17 @@ ngx_http_mdm_watch_redis_connect(ngx_http_mdm_watch_redis_t *redis)
                    "mdm watch redis: connecting to \"%V\"", &mmcf->addr);
 
     return NGX_OK;
+
+setup_failed:
+
+    ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                  "mdm watch: redis connection to \"%V\" failed: "
+                  "AUTH or SELECT could not be queued: %s",
+                  &mmcf->addr, ac->errstr[0] ? ac->errstr : "unknown error");
+
+    ngx_http_mdm_watch_redis_close(redis);
+
+    return NGX_ERROR;
 }
 
 
@@ -489,7 +506,7 @@ ngx_http_mdm_watch_redis_read_handler(ngx_event_t *rev)
     {
         ngx_log_error(NGX_LOG_ERR, redis->log, 0,
                       "mdm watch: redis at \"%V\" sent a reply larger "
-                      "than %d bytes, closing the connection",
+                      "than %d bytes, connection closed",
                       &redis->conf->addr, NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX);
         ngx_http_mdm_watch_redis_close(redis);
         return;
