@@ -109,6 +109,9 @@ sub client {
     my $phone = sprintf '00008110-0000000000%06d', $n;
     my %challenge_body;
 
+    # the phone enrolls first: only enrolled phones get pairing tokens
+    $t->enroll_phone(udid => $phone);
+
     while (time < $deadline) {
         my $dice = rand 100;
 

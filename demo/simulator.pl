@@ -1,9 +1,10 @@
 #!/usr/bin/perl
 
 # simulator.pl - plays a supervised iPhone and its Apple Watch pairing
-# through nginx and ngx_mdm_watch_module: the watch is challenged, the
-# phone asks for a pairing token, the watch enrolls with it, and the
-# token cannot be used twice.  Speaks raw HTTP/1.1 over loopback.
+# through nginx and ngx_mdm_watch_module: the phone checks in, signed,
+# and the module learns it; the watch is challenged, the phone asks for
+# a pairing token, the watch enrolls with it, and the token cannot be
+# used twice.  Speaks raw HTTP/1.1 over loopback.
 
 use strict;
 use warnings;
@@ -17,7 +18,8 @@ use IO::Socket::INET;
 use JSON::PP;
 use Time::HiRes qw(time);
 
-use MdmWatch::Message qw(machine_info sign get_token parse_token_data);
+use MdmWatch::Message qw(machine_info sign get_token parse_token_data
+    authenticate token_update mdm_signature);
 use MdmWatch::Pki;
 
 =head1 NAME
@@ -31,11 +33,16 @@ simulator.pl - an iPhone and its watch going through watch pairing
 
 =head1 DESCRIPTION
 
-Runs five steps and prints one line for each; on the first unexpected
+Runs eight steps and prints one line for each; on the first unexpected
 answer it prints what it expected and what came, and exits 1.  Exit 0
-means every step passed.  The certificates come from MdmWatch::Pki in
-C<--pki> (nginx must trust its C<ca>).  Without C<--redis> the step
-that shows the stored pair is skipped.
+means every step passed.  The phone first checks in as an enrolled
+phone does, Authenticate and TokenUpdate, each signed with
+C<Mdm-Signature> by its identity certificate, and the module learns it
+from the MDM server's answer; then the watch pairs, and the phone's
+GetToken is signed the same way.  The certificates come from
+MdmWatch::Pki in C<--pki> (nginx must trust its C<ca>; the phone's
+identity certificate is C<phone>).  Without C<--redis> the steps that
+show what the module recorded are skipped.
 
 The HTTP client (C<http_request>) can be used on its own: loading this
 file with C<do> or C<require> defines it without running the steps.
@@ -66,14 +73,18 @@ sub main {
         or usage();
 
     $| = 1;
-    my $pki = MdmWatch::Pki->new(dir => $opt{pki}, udid => $opt{watch});
+    my $pki = MdmWatch::Pki->new(dir => $opt{pki}, udid => $opt{watch},
+        phone_udid => $opt{phone});
     my $s = { %opt, pki => $pki };
 
-    step1_challenge($s);
-    step2_get_token($s);
-    step3_enroll($s);
-    step4_show_pair($s);
-    step5_replay($s);
+    step1_authenticate($s);
+    step2_token_update($s);
+    step3_phone_learned($s);
+    step4_challenge($s);
+    step5_get_token($s);
+    step6_enroll($s);
+    step7_show_pair($s);
+    step8_replay($s);
 
     print "all steps passed: the watch is paired with the phone\n";
     exit 0;
@@ -88,9 +99,66 @@ sub usage {
 
 # the steps
 
-sub step1_challenge {
+sub step1_authenticate {
     my ($s) = @_;
-    my $line = "[1] watch  POST $ENROLL (machine info, no token)";
+    my $line = "[1] phone  PUT  $CHECKIN (Authenticate, Mdm-Signature)";
+
+    my $xml = authenticate(udid => $s->{phone}, product => 'iPhone15,2',
+        serial => 'PHONESERIAL1', os_version => '17.0',
+        build_version => '21A329', device_name => 'iPhone',
+        model => 'MQ0T3', model_name => 'iPhone');
+    my $res = signed_checkin($s, $xml);
+
+    expect($line, '200 from the MDM server', $res)
+        unless $res->{status} == 200;
+    print "$line  -> 200 from the MDM server\n";
+}
+
+sub step2_token_update {
+    my ($s) = @_;
+    my $line = "[2] phone  PUT  $CHECKIN (TokenUpdate, Mdm-Signature)";
+
+    my $res = signed_checkin($s, token_update(udid => $s->{phone}));
+
+    expect($line, '200 from the MDM server', $res)
+        unless $res->{status} == 200;
+    print "$line  -> 200 from the MDM server\n";
+}
+
+sub step3_phone_learned {
+    my ($s) = @_;
+    my $phone = uc $s->{phone};
+    my $line = "[3] redis  mdm_watch:device:$phone";
+
+    if (!$s->{redis}) {
+        print "$line  -> phone learned, not shown (no --redis)\n";
+        return;
+    }
+
+    # the module records the device once the MDM server has answered
+    my %device;
+    my $deadline = time + 5;
+    while (1) {
+        my @fields = redis($s, 'HGETALL', "mdm_watch:device:$phone");
+        %device = @fields % 2 ? () : @fields;
+        last if ($device{message} // '') eq 'TokenUpdate'
+            || time >= $deadline;
+        select undef, undef, undef, 0.05;
+    }
+
+    my $identity = $s->{pki}->identity('phone');
+    fail($line, "a record of the TokenUpdate with identity $identity",
+        format_hash(\%device))
+        unless ($device{message} // '') eq 'TokenUpdate'
+            && ($device{identity} // '') eq $identity;
+
+    $device{identity} = short($device{identity}, 16);
+    printf "%s  -> phone learned: %s\n", $line, format_hash(\%device);
+}
+
+sub step4_challenge {
+    my ($s) = @_;
+    my $line = "[4] watch  POST $ENROLL (machine info, no token)";
 
     my $body = signed_machine_info($s);
     my $res = post_machine_info($s, $body);
@@ -100,17 +168,16 @@ sub step1_challenge {
     print "$line  -> 403 challenge, security token ", short($st), "\n";
 }
 
-sub step2_get_token {
+sub step5_get_token {
     my ($s) = @_;
-    my $line = "[2] phone  PUT  $CHECKIN (GetToken)";
+    my $line = "[5] phone  PUT  $CHECKIN (GetToken, Mdm-Signature)";
 
     my $xml = get_token(
         udid           => $s->{phone},
         security_token => $s->{security_token},
         watch_udid     => $s->{watch},
     );
-    my $res = http_request($s->{nginx}, 'PUT', $CHECKIN,
-        ['Content-Type' => $CHECKIN_TYPE], $xml);
+    my $res = signed_checkin($s, $xml);
 
     my $want = "200 application/xml plist with TokenData";
     expect($line, $want, $res) unless $res->{status} == 200
@@ -126,9 +193,9 @@ sub step2_get_token {
     printf "%s  -> 200 TokenData, %d bytes\n", $line, length $token;
 }
 
-sub step3_enroll {
+sub step6_enroll {
     my ($s) = @_;
-    my $line = "[3] watch  POST $ENROLL (machine info + PAIRING_TOKEN)";
+    my $line = "[6] watch  POST $ENROLL (machine info + PAIRING_TOKEN)";
 
     my $body = signed_machine_info($s, PAIRING_TOKEN => $s->{token_data});
     my $res = post_machine_info($s, $body);
@@ -147,11 +214,11 @@ sub step3_enroll {
         $line, length $res->{body}, $seen;
 }
 
-sub step4_show_pair {
+sub step7_show_pair {
     my ($s) = @_;
     my $watch = uc $s->{watch};
     my $phone = uc $s->{phone};
-    my $line = "[4] redis  mdm_watch:pair:$watch";
+    my $line = "[7] redis  mdm_watch:pair:$watch";
 
     if (!$s->{redis}) {
         print "$line  -> not shown (no --redis)\n";
@@ -172,9 +239,9 @@ sub step4_show_pair {
         $line, format_hash(\%pair), $phone, join(', ', @watches);
 }
 
-sub step5_replay {
+sub step8_replay {
     my ($s) = @_;
-    my $line = "[5] watch  POST $ENROLL (step 3 again, same token)";
+    my $line = "[8] watch  POST $ENROLL (step 6 again, same token)";
 
     my $res = post_machine_info($s, $s->{enroll_body});
     my $st = expect_challenge($line, $res);
@@ -190,6 +257,15 @@ sub signed_machine_info {
     my ($s, %extra) = @_;
     my $xml = machine_info(UDID => $s->{watch}, %extra);
     return sign($xml, pki => $s->{pki}, signer => 'watch');
+}
+
+# a check-in of the phone, with the Mdm-Signature of its identity
+sub signed_checkin {
+    my ($s, $xml) = @_;
+    my $signature = mdm_signature($xml, signer => 'phone', pki => $s->{pki});
+    return http_request($s->{nginx}, 'PUT', $CHECKIN,
+        ['Content-Type' => $CHECKIN_TYPE, 'Mdm-Signature' => $signature],
+        $xml);
 }
 
 sub post_machine_info {
@@ -231,15 +307,16 @@ sub redis {
 sub format_hash {
     my ($h) = @_;
     my @first = grep { exists $h->{$_} }
-        qw(watch_udid phone_udid state serial product version os_version);
+        qw(watch_udid phone_udid udid message identity_source state serial
+           product version os_version);
     my %seen = map { $_ => 1 } @first;
     my @keys = (@first, grep { !$seen{$_} } sort keys %$h);
     return '{' . join(', ', map { "$_: $h->{$_}" } @keys) . '}';
 }
 
 sub short {
-    my ($s) = @_;
-    return substr($s, 0, 8) . '...';
+    my ($s, $n) = @_;
+    return substr($s, 0, $n // 8) . '...';
 }
 
 sub expect {

@@ -29,6 +29,8 @@
 #define NGX_HTTP_MDM_WATCH_KEY_PAIRING_TOKEN   "mdm_watch:pairing_token:"
 #define NGX_HTTP_MDM_WATCH_KEY_PAIR            "mdm_watch:pair:"
 #define NGX_HTTP_MDM_WATCH_KEY_PHONE           "mdm_watch:phone:"
+#define NGX_HTTP_MDM_WATCH_KEY_DEVICE          "mdm_watch:device:"
+#define NGX_HTTP_MDM_WATCH_KEY_PHONE_CHECK     "mdm_watch:phone_check:"
 
 
 typedef struct ngx_http_mdm_watch_redis_s  ngx_http_mdm_watch_redis_t;
@@ -49,6 +51,8 @@ typedef struct {
     ngx_str_t                        trusted_certificate;
     X509_STORE                      *trusted;
     ngx_flag_t                       verify_machine_info;
+    ngx_flag_t                       require_signature;
+    time_t                           phone_check_valid;
 
     ngx_uint_t                       used;
 } ngx_http_mdm_watch_main_conf_t;
@@ -57,6 +61,7 @@ typedef struct {
 typedef struct {
     ngx_flag_t                       enroll;
     ngx_flag_t                       checkin;
+    ngx_str_t                        phone_check;
 } ngx_http_mdm_watch_loc_conf_t;
 
 
@@ -114,6 +119,10 @@ typedef struct ngx_http_mdm_watch_ctx_s  ngx_http_mdm_watch_ctx_t;
 typedef void (*ngx_http_mdm_watch_reply_pt)(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx, redisReply *reply);
 
+/* a command no request waits for; udid names the device in its logs */
+typedef void (*ngx_http_mdm_watch_background_pt)(ngx_str_t *udid,
+    redisReply *reply);
+
 
 struct ngx_http_mdm_watch_ctx_s {
     ngx_int_t                        status;
@@ -130,8 +139,17 @@ struct ngx_http_mdm_watch_ctx_s {
     ngx_str_t                        security_token;
     ngx_str_t                        token_data;
 
-    ngx_http_mdm_watch_reply_pt      reply_handler;
-    void                            *command;
+    /* the device a check-in comes from, and who signed it */
+    ngx_str_t                        device;
+    ngx_str_t                        identity;
+    ngx_str_t                        identity_source;
+    ngx_str_t                        paired_udids;
+
+    ngx_str_t                        phone_check;
+    ngx_uint_t                       phone_check_status;
+
+    unsigned                         record:1;
+    unsigned                         phone_check_done:1;
 };
 
 
@@ -183,12 +201,27 @@ ngx_int_t ngx_http_mdm_watch_machine_info(ngx_pool_t *pool, ngx_log_t *log,
 ngx_int_t ngx_http_mdm_watch_plist_parse(ngx_str_t *data, ngx_uint_t binary,
     void **plist, const char **error);
 
+/* Mdm-Signature and TLS client certificates: who sent a check-in */
+
+ngx_int_t ngx_http_mdm_watch_mdm_signature(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_str_t *header, ngx_str_t *body, ngx_str_t *identity);
+ngx_int_t ngx_http_mdm_watch_client_identity(ngx_http_request_t *r,
+    ngx_str_t *identity);
+
 /* check-in plists */
 
 ngx_int_t ngx_http_mdm_watch_checkin_parse(ngx_pool_t *pool, ngx_log_t *log,
     ngx_str_t *body, ngx_http_mdm_watch_checkin_t *ci);
 ngx_int_t ngx_http_mdm_watch_token_data_plist(ngx_pool_t *pool,
     ngx_str_t *token_data, ngx_str_t *out);
+
+/* the registry of enrolled devices */
+
+ngx_int_t ngx_http_mdm_watch_registry_checkin(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_str_t *body);
+ngx_int_t ngx_http_mdm_watch_sender(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_str_t *body);
+ngx_int_t ngx_http_mdm_watch_registry_init(ngx_conf_t *cf);
 
 /* Redis */
 
@@ -197,6 +230,9 @@ void ngx_http_mdm_watch_redis_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_mdm_watch_redis_command(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx, ngx_http_mdm_watch_reply_pt handler,
     int argc, const char **argv, const size_t *argvlen);
+ngx_int_t ngx_http_mdm_watch_redis_background(ngx_log_t *log,
+    ngx_http_mdm_watch_background_pt handler, ngx_str_t *udid, int argc,
+    const char **argv, const size_t *argvlen);
 
 /* variables */
 

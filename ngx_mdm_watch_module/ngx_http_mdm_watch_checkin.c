@@ -16,21 +16,52 @@ static void ngx_http_mdm_watch_checkin_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mdm_watch_checkin(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
 static ngx_int_t ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
-    ngx_http_mdm_watch_ctx_t *ctx);
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_str_t *body);
 static ngx_int_t ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
 static void ngx_http_mdm_watch_issue_reply(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_mdm_watch_refuse(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, long long code);
+static ngx_int_t ngx_http_mdm_watch_phone_check(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx);
+static ngx_int_t ngx_http_mdm_watch_phone_check_done(ngx_http_request_t *r,
+    void *data, ngx_int_t rc);
+static void ngx_http_mdm_watch_phone_checked(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_mdm_watch_str_eq(ngx_str_t *s, char *literal,
     size_t len);
 
 
 /*
- * consumes a security token issued to the watch and records the one-time
- * id of the pairing token that replaces it; 0: unknown, -1: other watch
+ * answers a GetToken in one step: the phone must be enrolled (on record,
+ * or said to be by the phone check, whose answer is cached here), and
+ * signed by the certificate on record, if any; then the security token
+ * issued to the watch is consumed and the one-time id of the pairing
+ * token that replaces it is recorded.
+ *
+ *  1: issued         0: unknown security token   -1: issued to another watch
+ * -2: unknown phone  -3: unsigned                -4: signed by another device
+ * -5: the phone check said the phone is not enrolled
  */
 
 static char  ngx_http_mdm_watch_issue_script[] =
+    "if ARGV[6] ~= '' then "
+        "redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7]) "
+    "end "
+    "if redis.call('EXISTS', KEYS[3]) == 1 then "
+        "local id = redis.call('HGET', KEYS[3], 'identity') "
+        "if id and id ~= '' then "
+            "if ARGV[4] == '' then "
+                "if ARGV[5] == '1' then return -3 end "
+            "elseif ARGV[4] ~= id then "
+                "return -4 "
+            "end "
+        "end "
+    "else "
+        "local check = redis.call('GET', KEYS[4]) "
+        "if not check then return -2 end "
+        "if check ~= 'enrolled' then return -5 end "
+    "end "
     "local watch = redis.call('GET', KEYS[1]) "
     "if not watch then return 0 end "
     "if watch ~= ARGV[1] then return -1 end "
@@ -171,6 +202,16 @@ ngx_http_mdm_watch_checkin(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "mdm watch checkin: \"%V\"", &ci->message_type);
 
+    if (ngx_http_mdm_watch_str_eq(&ci->message_type, "Authenticate",
+                                  sizeof("Authenticate") - 1)
+        || ngx_http_mdm_watch_str_eq(&ci->message_type, "TokenUpdate",
+                                     sizeof("TokenUpdate") - 1)
+        || ngx_http_mdm_watch_str_eq(&ci->message_type, "CheckOut",
+                                     sizeof("CheckOut") - 1))
+    {
+        return ngx_http_mdm_watch_registry_checkin(r, ctx, &body);
+    }
+
     if (!ngx_http_mdm_watch_str_eq(&ci->message_type, "GetToken",
                                    sizeof("GetToken") - 1)
         || !ngx_http_mdm_watch_str_eq(&ci->token_service_type,
@@ -180,13 +221,13 @@ ngx_http_mdm_watch_checkin(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    return ngx_http_mdm_watch_get_token(r, ctx);
+    return ngx_http_mdm_watch_get_token(r, ctx, &body);
 }
 
 
 static ngx_int_t
 ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
-    ngx_http_mdm_watch_ctx_t *ctx)
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_str_t *body)
 {
     ngx_int_t                      rc;
     ngx_str_t                      udid;
@@ -246,6 +287,24 @@ ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_str_set(&ctx->phone_check, "");
+
+    /* 400, not 401: a device is not unenrolled for a bad signature */
+
+    rc = ngx_http_mdm_watch_sender(r, ctx, body);
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "mdm watch: GetToken from phone \"%V\" has "
+                      "a Mdm-Signature that does not verify",
+                      &ctx->phone_udid);
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_http_mdm_watch_issue_token(r, ctx);
 }
 
@@ -254,10 +313,11 @@ static ngx_int_t
 ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)
 {
-    size_t                               argvlen[8];
+    size_t                               argvlen[14];
     ngx_int_t                            rc;
-    ngx_str_t                            st_key, pt_key, value, ttl;
-    const char                          *argv[8];
+    ngx_str_t                            st_key, pt_key, device_key;
+    ngx_str_t                            check_key, value, ttl, valid;
+    const char                          *argv[14];
     ngx_http_mdm_watch_main_conf_t      *mmcf;
     ngx_http_mdm_watch_pairing_token_t  *pt;
 
@@ -282,6 +342,13 @@ ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
         || ngx_http_mdm_watch_key(r->pool,
                                   NGX_HTTP_MDM_WATCH_KEY_PAIRING_TOKEN,
                                   &pt->id, &pt_key)
+           != NGX_OK
+        || ngx_http_mdm_watch_key(r->pool, NGX_HTTP_MDM_WATCH_KEY_DEVICE,
+                                  &ctx->phone_udid, &device_key)
+           != NGX_OK
+        || ngx_http_mdm_watch_key(r->pool,
+                                  NGX_HTTP_MDM_WATCH_KEY_PHONE_CHECK,
+                                  &ctx->phone_udid, &check_key)
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -302,26 +369,46 @@ ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
 
     ttl.len = ngx_sprintf(ttl.data, "%T", mmcf->token_ttl) - ttl.data;
 
+    valid.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (valid.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    valid.len = ngx_sprintf(valid.data, "%T", mmcf->phone_check_valid)
+                - valid.data;
+
     argv[0] = "EVAL";
     argvlen[0] = sizeof("EVAL") - 1;
     argv[1] = ngx_http_mdm_watch_issue_script;
     argvlen[1] = sizeof(ngx_http_mdm_watch_issue_script) - 1;
-    argv[2] = "2";
+    argv[2] = "4";
     argvlen[2] = 1;
     argv[3] = (char *) st_key.data;
     argvlen[3] = st_key.len;
     argv[4] = (char *) pt_key.data;
     argvlen[4] = pt_key.len;
-    argv[5] = (char *) pt->watch_udid.data;
-    argvlen[5] = pt->watch_udid.len;
-    argv[6] = (char *) value.data;
-    argvlen[6] = value.len;
-    argv[7] = (char *) ttl.data;
-    argvlen[7] = ttl.len;
+    argv[5] = (char *) device_key.data;
+    argvlen[5] = device_key.len;
+    argv[6] = (char *) check_key.data;
+    argvlen[6] = check_key.len;
+    argv[7] = (char *) pt->watch_udid.data;
+    argvlen[7] = pt->watch_udid.len;
+    argv[8] = (char *) value.data;
+    argvlen[8] = value.len;
+    argv[9] = (char *) ttl.data;
+    argvlen[9] = ttl.len;
+    argv[10] = (char *) ctx->identity.data;
+    argvlen[10] = ctx->identity.len;
+    argv[11] = mmcf->require_signature ? "1" : "0";
+    argvlen[11] = 1;
+    argv[12] = (char *) ctx->phone_check.data;
+    argvlen[12] = ctx->phone_check.len;
+    argv[13] = (char *) valid.data;
+    argvlen[13] = valid.len;
 
     rc = ngx_http_mdm_watch_redis_command(r, ctx,
                                           ngx_http_mdm_watch_issue_reply,
-                                          8, argv, argvlen);
+                                          14, argv, argvlen);
 
     if (rc == NGX_DECLINED) {
         return ngx_http_mdm_watch_unavailable(r);
@@ -355,21 +442,8 @@ ngx_http_mdm_watch_issue_reply(ngx_http_request_t *r,
         goto done;
     }
 
-    if (reply->integer == 0) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "mdm watch: GetToken from phone \"%V\" for watch \"%V\" "
-                      "with an unknown, expired or used security token",
-                      &ctx->phone_udid, &ctx->udid);
-        rc = NGX_HTTP_FORBIDDEN;
-        goto done;
-    }
-
     if (reply->integer != 1) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "mdm watch: GetToken from phone \"%V\" for watch \"%V\" "
-                      "with a security token issued to another watch",
-                      &ctx->phone_udid, &ctx->udid);
-        rc = NGX_HTTP_FORBIDDEN;
+        rc = ngx_http_mdm_watch_refuse(r, ctx, reply->integer);
         goto done;
     }
 
@@ -390,6 +464,160 @@ ngx_http_mdm_watch_issue_reply(ngx_http_request_t *r,
                                  &body);
 
 done:
+
+    ngx_http_mdm_watch_finalize(r, ctx, rc);
+}
+
+
+static ngx_int_t
+ngx_http_mdm_watch_refuse(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx,
+    long long code)
+{
+    char                           *why;
+    ngx_http_mdm_watch_loc_conf_t  *mlcf;
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_mdm_watch_module);
+
+    switch (code) {
+
+    case 0:
+        why = "an unknown, expired or used security token";
+        break;
+
+    case -1:
+        why = "a security token issued to another watch";
+        break;
+
+    case -2:
+        if (mlcf->phone_check.len && ctx->phone_check.len == 0) {
+            return ngx_http_mdm_watch_phone_check(r, ctx);
+        }
+
+        why = "unknown phone, not enrolled";
+        break;
+
+    case -3:
+        why = "unsigned, while the phone's certificate is on record";
+        break;
+
+    case -4:
+        why = "signed by another device than the one on record";
+        break;
+
+    case -5:
+        why = "unknown phone, not enrolled says the phone check";
+        break;
+
+    default:
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "mdm watch: unexpected redis answer %L "
+                      "to issuing a pairing token", (int64_t) code);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "mdm watch: GetToken from phone \"%V\" for watch \"%V\" "
+                  "refused: %s", &ctx->phone_udid, &ctx->udid, why);
+
+    return NGX_HTTP_FORBIDDEN;
+}
+
+
+/*
+ * asks the operator's location whether a phone the module has not seen
+ * is enrolled, as auth_request does: 2xx yes, 4xx no, both cached; any
+ * other answer is a failure of the check, and not cached
+ */
+
+static ngx_int_t
+ngx_http_mdm_watch_phone_check(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx)
+{
+    ngx_http_request_t             *sr;
+    ngx_http_post_subrequest_t     *ps;
+    ngx_http_mdm_watch_loc_conf_t  *mlcf;
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_mdm_watch_module);
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ps->handler = ngx_http_mdm_watch_phone_check_done;
+    ps->data = ctx;
+
+    if (ngx_http_subrequest(r, &mlcf->phone_check, NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_WAITED)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    sr->header_only = 1;
+
+    r->write_event_handler = ngx_http_mdm_watch_phone_checked;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mdm watch phone check of \"%V\": \"%V\"",
+                   &ctx->phone_udid, &mlcf->phone_check);
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_mdm_watch_phone_check_done(ngx_http_request_t *r, void *data,
+    ngx_int_t rc)
+{
+    ngx_http_mdm_watch_ctx_t *ctx = data;
+
+    ctx->phone_check_done = 1;
+    ctx->phone_check_status = r->headers_out.status;
+
+    if (ctx->phone_check_status == 0 && rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ctx->phone_check_status = rc;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "mdm watch phone check done: %ui, rc %i",
+                   ctx->phone_check_status, rc);
+
+    return rc;
+}
+
+
+static void
+ngx_http_mdm_watch_phone_checked(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_uint_t                 status;
+    ngx_http_mdm_watch_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_mdm_watch_module);
+
+    if (ctx == NULL || !ctx->phone_check_done) {
+        return;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    status = ctx->phone_check_status;
+
+    if (status >= 200 && status < 300) {
+        ngx_str_set(&ctx->phone_check, "enrolled");
+        rc = ngx_http_mdm_watch_issue_token(r, ctx);
+
+    } else if (status >= 400 && status < 500) {
+        ngx_str_set(&ctx->phone_check, "unknown");
+        rc = ngx_http_mdm_watch_issue_token(r, ctx);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "mdm watch: phone check of \"%V\" failed "
+                      "with status %ui", &ctx->phone_udid, status);
+        rc = ngx_http_mdm_watch_unavailable(r);
+    }
 
     ngx_http_mdm_watch_finalize(r, ctx, rc);
 }

@@ -9,6 +9,7 @@
 #include <openssl/bio.h>
 #include <openssl/cms.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509_vfy.h>
 
@@ -17,6 +18,9 @@
 
 /* machine info is about a kilobyte; this bounds what libplist is given */
 #define NGX_HTTP_MDM_WATCH_MACHINE_INFO_MAX  (1024 * 1024)
+
+/* a signature with its certificate is a few kilobytes of base64 */
+#define NGX_HTTP_MDM_WATCH_SIGNATURE_MAX     (64 * 1024)
 
 
 typedef struct {
@@ -28,12 +32,13 @@ typedef struct {
 static u_char *ngx_http_mdm_watch_openssl_reasons(u_char *p, u_char *last);
 static void ngx_http_mdm_watch_cms_trusted_cleanup(void *data);
 static CMS_ContentInfo *ngx_http_mdm_watch_cms_parse(ngx_log_t *log,
-    ngx_str_t *body);
+    const char *subject, ngx_str_t *der);
 static ngx_int_t ngx_http_mdm_watch_cms_content(ngx_log_t *log,
     CMS_ContentInfo *cms, ngx_str_t *content);
 static ngx_int_t ngx_http_mdm_watch_cms_verify(ngx_log_t *log,
     CMS_ContentInfo *cms, X509_STORE *trusted);
-static void ngx_http_mdm_watch_cms_reject(ngx_log_t *log, const char *what);
+static void ngx_http_mdm_watch_cms_reject(ngx_log_t *log,
+    const char *subject, const char *what);
 static ngx_int_t ngx_http_mdm_watch_machine_info_fields(ngx_pool_t *pool,
     ngx_log_t *log, plist_t dict, ngx_http_mdm_watch_machine_info_t *mi);
 static ngx_int_t ngx_http_mdm_watch_machine_info_string(ngx_pool_t *pool,
@@ -42,6 +47,13 @@ static ngx_int_t ngx_http_mdm_watch_machine_info_pairing_token(
     ngx_pool_t *pool, plist_t dict, ngx_str_t *out);
 static ngx_int_t ngx_http_mdm_watch_copy(ngx_pool_t *pool, const char *data,
     uint64_t len, ngx_str_t *out);
+static ngx_int_t ngx_http_mdm_watch_signature_decode(ngx_pool_t *pool,
+    ngx_log_t *log, ngx_str_t *header, ngx_str_t *der);
+static ngx_int_t ngx_http_mdm_watch_signature_verify(ngx_pool_t *pool,
+    ngx_log_t *log, CMS_ContentInfo *cms, ngx_str_t *body,
+    ngx_str_t *identity);
+static ngx_int_t ngx_http_mdm_watch_fingerprint(ngx_pool_t *pool,
+    ngx_log_t *log, X509 *x509, ngx_str_t *out);
 
 
 /* the machine info strings the module keeps, besides UDID */
@@ -251,7 +263,7 @@ ngx_http_mdm_watch_machine_info(ngx_pool_t *pool, ngx_log_t *log,
 
     ngx_memzero(mi, sizeof(ngx_http_mdm_watch_machine_info_t));
 
-    cms = ngx_http_mdm_watch_cms_parse(log, body);
+    cms = ngx_http_mdm_watch_cms_parse(log, "machine info", body);
     if (cms == NULL) {
         return NGX_HTTP_BAD_REQUEST;
     }
@@ -295,33 +307,36 @@ ngx_http_mdm_watch_machine_info(ngx_pool_t *pool, ngx_log_t *log,
 }
 
 
+/* CMS SignedData from a client; subject names it in the log */
+
 static CMS_ContentInfo *
-ngx_http_mdm_watch_cms_parse(ngx_log_t *log, ngx_str_t *body)
+ngx_http_mdm_watch_cms_parse(ngx_log_t *log, const char *subject,
+    ngx_str_t *der)
 {
     const u_char     *p;
     CMS_ContentInfo  *cms;
 
-    if (body->len > NGX_MAX_INT32_VALUE) {
-        ngx_http_mdm_watch_cms_reject(log, "is too large");
+    if (der->len > NGX_MAX_INT32_VALUE) {
+        ngx_http_mdm_watch_cms_reject(log, subject, "is too large");
         return NULL;
     }
 
-    p = body->data;
+    p = der->data;
 
-    cms = d2i_CMS_ContentInfo(NULL, &p, (long) body->len);
+    cms = d2i_CMS_ContentInfo(NULL, &p, (long) der->len);
     if (cms == NULL) {
-        ngx_http_mdm_watch_cms_reject(log, "is not DER or BER CMS");
+        ngx_http_mdm_watch_cms_reject(log, subject, "is not DER or BER CMS");
         return NULL;
     }
 
-    if (p != body->data + body->len) {
-        ngx_http_mdm_watch_cms_reject(log, "has data after its CMS");
+    if (p != der->data + der->len) {
+        ngx_http_mdm_watch_cms_reject(log, subject, "has data after its CMS");
         CMS_ContentInfo_free(cms);
         return NULL;
     }
 
     if (OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
-        ngx_http_mdm_watch_cms_reject(log, "is not CMS SignedData");
+        ngx_http_mdm_watch_cms_reject(log, subject, "is not CMS SignedData");
         CMS_ContentInfo_free(cms);
         return NULL;
     }
@@ -340,19 +355,22 @@ ngx_http_mdm_watch_cms_content(ngx_log_t *log, CMS_ContentInfo *cms,
     pos = CMS_get0_content(cms);
 
     if (pos == NULL || *pos == NULL) {
-        ngx_http_mdm_watch_cms_reject(log, "has no attached content");
+        ngx_http_mdm_watch_cms_reject(log, "machine info",
+                                      "has no attached content");
         return NGX_HTTP_BAD_REQUEST;
     }
 
     len = ASN1_STRING_length(*pos);
 
     if (len <= 0) {
-        ngx_http_mdm_watch_cms_reject(log, "has empty content");
+        ngx_http_mdm_watch_cms_reject(log, "machine info",
+                                      "has empty content");
         return NGX_HTTP_BAD_REQUEST;
     }
 
     if (len > NGX_HTTP_MDM_WATCH_MACHINE_INFO_MAX) {
-        ngx_http_mdm_watch_cms_reject(log, "content is too large");
+        ngx_http_mdm_watch_cms_reject(log, "machine info",
+                                      "content is too large");
         return NGX_HTTP_BAD_REQUEST;
     }
 
@@ -368,7 +386,8 @@ ngx_http_mdm_watch_cms_verify(ngx_log_t *log, CMS_ContentInfo *cms,
     X509_STORE *trusted)
 {
     if (CMS_verify(cms, NULL, trusted, NULL, NULL, CMS_BINARY) != 1) {
-        ngx_http_mdm_watch_cms_reject(log, "signature is not trusted");
+        ngx_http_mdm_watch_cms_reject(log, "machine info",
+                                      "signature is not trusted");
         return NGX_HTTP_FORBIDDEN;
     }
 
@@ -380,12 +399,14 @@ ngx_http_mdm_watch_cms_verify(ngx_log_t *log, CMS_ContentInfo *cms,
 
 
 /*
- * logs why the machine info was refused at the info level, as a client
- * mistake, with the reasons OpenSSL gave, and empties the error queue
+ * logs why the machine info or a Mdm-Signature, the subject, was refused
+ * at the info level, as a client mistake, with the reasons OpenSSL gave,
+ * and empties the error queue
  */
 
 static void
-ngx_http_mdm_watch_cms_reject(ngx_log_t *log, const char *what)
+ngx_http_mdm_watch_cms_reject(ngx_log_t *log, const char *subject,
+    const char *what)
 {
     u_char  *p, *last;
     u_char   errstr[NGX_MAX_CONF_ERRSTR];
@@ -397,7 +418,7 @@ ngx_http_mdm_watch_cms_reject(ngx_log_t *log, const char *what)
 
     last = errstr + NGX_MAX_CONF_ERRSTR;
 
-    p = ngx_snprintf(errstr, last - errstr, "mdm watch: machine info %s",
+    p = ngx_snprintf(errstr, last - errstr, "mdm watch: %s %s", subject,
                      what);
     p = ngx_http_mdm_watch_openssl_reasons(p, last);
 
@@ -550,6 +571,291 @@ ngx_http_mdm_watch_copy(ngx_pool_t *pool, const char *data, uint64_t len,
 
     ngx_memcpy(out->data, data, (size_t) len);
     out->len = (size_t) len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Mdm-Signature: base64 of CMS SignedData over the request body, which
+ * is detached, with the signer's certificate; it proves only who signed,
+ * the caller compares the signer with the certificate the device
+ * enrolled with; identity: the signer's SHA-256 fingerprint
+ */
+
+ngx_int_t
+ngx_http_mdm_watch_mdm_signature(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_str_t *header, ngx_str_t *body, ngx_str_t *identity)
+{
+    ngx_int_t         rc;
+    ngx_str_t         der;
+    CMS_ContentInfo  *cms;
+
+    rc = ngx_http_mdm_watch_signature_decode(pool, log, header, &der);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    cms = ngx_http_mdm_watch_cms_parse(log, "Mdm-Signature", &der);
+    if (cms == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_mdm_watch_signature_verify(pool, log, cms, body, identity);
+
+    CMS_ContentInfo_free(cms);
+
+    return rc;
+}
+
+
+/*
+ * base64 with the standard alphabet and its padding, around which only
+ * spaces and line ends are skipped
+ */
+
+static ngx_int_t
+ngx_http_mdm_watch_signature_decode(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_str_t *header, ngx_str_t *der)
+{
+    int      n;
+    u_char   c, *p;
+    size_t   len, pad, i;
+
+    if (header->len > NGX_HTTP_MDM_WATCH_SIGNATURE_MAX) {
+        ngx_http_mdm_watch_cms_reject(log, "Mdm-Signature", "is too long");
+        return NGX_DECLINED;
+    }
+
+    p = header->data;
+    len = header->len;
+
+    while (len && (p[0] == ' ' || p[0] == '\t' || p[0] == CR || p[0] == LF)) {
+        p++;
+        len--;
+    }
+
+    while (len
+           && (p[len - 1] == ' ' || p[len - 1] == '\t' || p[len - 1] == CR
+               || p[len - 1] == LF))
+    {
+        len--;
+    }
+
+    if (len == 0) {
+        ngx_http_mdm_watch_cms_reject(log, "Mdm-Signature", "is empty");
+        return NGX_DECLINED;
+    }
+
+    if (len % 4) {
+        goto invalid;
+    }
+
+    pad = 0;
+
+    if (p[len - 1] == '=') {
+        pad = (p[len - 2] == '=') ? 2 : 1;
+    }
+
+    for (i = 0; i < len - pad; i++) {
+        c = p[i];
+
+        if ((c < 'A' || c > 'Z') && (c < 'a' || c > 'z')
+            && (c < '0' || c > '9') && c != '+' && c != '/')
+        {
+            goto invalid;
+        }
+    }
+
+    der->data = ngx_pnalloc(pool, len / 4 * 3);
+    if (der->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the padding is decoded as zero bytes, which are dropped */
+
+    n = EVP_DecodeBlock(der->data, p, (int) len);
+
+    if (n < 0 || (size_t) n != len / 4 * 3) {
+        ngx_http_mdm_watch_openssl_error(NGX_LOG_ALERT, log,
+                                         "EVP_DecodeBlock");
+        return NGX_ERROR;
+    }
+
+    der->len = n - pad;
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_http_mdm_watch_cms_reject(log, "Mdm-Signature", "is not base64");
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * verifies the signature over the body with the certificates the CMS
+ * carries, without a chain: no signer is trusted here; every signer must
+ * verify, and the first one is the identity
+ */
+
+static ngx_int_t
+ngx_http_mdm_watch_signature_verify(ngx_pool_t *pool, ngx_log_t *log,
+    CMS_ContentInfo *cms, ngx_str_t *body, ngx_str_t *identity)
+{
+    BIO                 *bio;
+    int                  ok;
+    ngx_int_t            rc;
+    STACK_OF(X509)      *signers;
+    ASN1_OCTET_STRING  **pos;
+
+    pos = CMS_get0_content(cms);
+
+    if (pos != NULL && *pos != NULL && ASN1_STRING_length(*pos) > 0) {
+        ngx_http_mdm_watch_cms_reject(log, "Mdm-Signature",
+                                      "has attached content");
+        return NGX_DECLINED;
+    }
+
+    if (sk_CMS_SignerInfo_num(CMS_get0_SignerInfos(cms)) <= 0) {
+        ngx_http_mdm_watch_cms_reject(log, "Mdm-Signature", "has no signers");
+        return NGX_DECLINED;
+    }
+
+    if (body->len > NGX_MAX_INT32_VALUE) {
+        ngx_http_mdm_watch_cms_reject(log, "Mdm-Signature",
+                                      "signs a body too large");
+        return NGX_DECLINED;
+    }
+
+    bio = BIO_new_mem_buf(body->len ? body->data : (u_char *) "",
+                          (int) body->len);
+    if (bio == NULL) {
+        ngx_http_mdm_watch_openssl_error(NGX_LOG_ALERT, log,
+                                         "BIO_new_mem_buf");
+        return NGX_ERROR;
+    }
+
+    ok = CMS_verify(cms, NULL, NULL, bio, NULL,
+                    CMS_DETACHED|CMS_BINARY|CMS_NO_SIGNER_CERT_VERIFY);
+
+    BIO_free(bio);
+
+    if (ok != 1) {
+        ngx_http_mdm_watch_cms_reject(log, "Mdm-Signature",
+                                      "does not verify");
+        return NGX_DECLINED;
+    }
+
+    /* CMS_verify() found the certificate of every signer */
+
+    signers = CMS_get0_signers(cms);
+    if (signers == NULL) {
+        ngx_http_mdm_watch_openssl_error(NGX_LOG_ALERT, log,
+                                         "CMS_get0_signers");
+        return NGX_ERROR;
+    }
+
+    if (sk_X509_num(signers) > 0) {
+        rc = ngx_http_mdm_watch_fingerprint(pool, log,
+                                            sk_X509_value(signers, 0),
+                                            identity);
+
+    } else {
+        ngx_http_mdm_watch_cms_reject(log, "Mdm-Signature",
+                                      "has no signer certificate");
+        rc = NGX_DECLINED;
+    }
+
+    sk_X509_free(signers);
+
+    if (rc == NGX_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "mdm watch Mdm-Signature verified, signer %V",
+                       identity);
+    }
+
+    return rc;
+}
+
+
+/* the client certificate that nginx verified */
+
+ngx_int_t
+ngx_http_mdm_watch_client_identity(ngx_http_request_t *r,
+    ngx_str_t *identity)
+{
+#if (NGX_HTTP_SSL)
+
+    long               verify;
+    X509              *cert;
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    if (c->ssl == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* X509_V_OK as well when the client sent no certificate */
+
+    verify = SSL_get_verify_result(c->ssl->connection);
+
+    if (verify != X509_V_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "mdm watch client certificate not verified: %l",
+                       verify);
+        return NGX_DECLINED;
+    }
+
+    cert = SSL_get_peer_certificate(c->ssl->connection);
+    if (cert == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_mdm_watch_fingerprint(r->pool, c->log, cert, identity);
+
+    X509_free(cert);
+
+    if (rc == NGX_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "mdm watch client certificate %V", identity);
+    }
+
+    return rc;
+
+#else
+
+    return NGX_DECLINED;
+
+#endif
+}
+
+
+/* the SHA-256 of the certificate's DER, in lower-case hex */
+
+static ngx_int_t
+ngx_http_mdm_watch_fingerprint(ngx_pool_t *pool, ngx_log_t *log, X509 *x509,
+    ngx_str_t *out)
+{
+    u_char        *p;
+    unsigned int   len;
+    u_char         md[EVP_MAX_MD_SIZE];
+
+    if (X509_digest(x509, EVP_sha256(), md, &len) != 1) {
+        ngx_http_mdm_watch_openssl_error(NGX_LOG_ALERT, log, "X509_digest");
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(pool, 2 * len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->len = ngx_hex_dump(p, md, len) - p;
+    out->data = p;
 
     return NGX_OK;
 }

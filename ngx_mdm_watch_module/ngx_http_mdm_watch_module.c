@@ -21,6 +21,8 @@ static char *ngx_http_mdm_watch_secret(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_mdm_watch_location(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_mdm_watch_phone_check(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_mdm_watch_init_process(ngx_cycle_t *cycle);
 static void ngx_http_mdm_watch_exit_process(ngx_cycle_t *cycle);
 
@@ -69,6 +71,20 @@ static ngx_command_t  ngx_http_mdm_watch_commands[] = {
       offsetof(ngx_http_mdm_watch_main_conf_t, verify_machine_info),
       NULL },
 
+    { ngx_string("mdm_watch_require_signature"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_mdm_watch_main_conf_t, require_signature),
+      NULL },
+
+    { ngx_string("mdm_watch_phone_check_valid"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_mdm_watch_main_conf_t, phone_check_valid),
+      NULL },
+
     { ngx_string("mdm_watch_enroll"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_mdm_watch_location,
@@ -81,6 +97,13 @@ static ngx_command_t  ngx_http_mdm_watch_commands[] = {
       ngx_http_mdm_watch_location,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_mdm_watch_loc_conf_t, checkin),
+      NULL },
+
+    { ngx_string("mdm_watch_phone_check"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_mdm_watch_phone_check,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -359,7 +382,7 @@ ngx_http_mdm_watch_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_mdm_watch_handler;
 
-    return NGX_OK;
+    return ngx_http_mdm_watch_registry_init(cf);
 }
 
 
@@ -391,6 +414,8 @@ ngx_http_mdm_watch_create_main_conf(ngx_conf_t *cf)
     mmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     mmcf->token_ttl = NGX_CONF_UNSET;
     mmcf->verify_machine_info = NGX_CONF_UNSET;
+    mmcf->require_signature = NGX_CONF_UNSET;
+    mmcf->phone_check_valid = NGX_CONF_UNSET;
 
     return mmcf;
 }
@@ -411,10 +436,18 @@ ngx_http_mdm_watch_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mmcf->redis_timeout, 1000);
     ngx_conf_init_value(mmcf->token_ttl, 600);
     ngx_conf_init_value(mmcf->verify_machine_info, 1);
+    ngx_conf_init_value(mmcf->require_signature, 1);
+    ngx_conf_init_value(mmcf->phone_check_valid, 3600);
 
     if (mmcf->token_ttl <= 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"mdm_watch_token_ttl\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mmcf->phone_check_valid <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mdm_watch_phone_check_valid\" must be positive");
         return NGX_CONF_ERROR;
     }
 
@@ -471,6 +504,12 @@ ngx_http_mdm_watch_create_loc_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mlcf->phone_check = { 0, NULL };
+     */
+
     mlcf->enroll = NGX_CONF_UNSET;
     mlcf->checkin = NGX_CONF_UNSET;
 
@@ -493,6 +532,8 @@ ngx_http_mdm_watch_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_init_value(conf->enroll, 0);
     ngx_conf_init_value(conf->checkin, 0);
+
+    ngx_conf_merge_str_value(conf->phone_check, prev->phone_check, "");
 
     return NGX_CONF_OK;
 }
@@ -729,6 +770,38 @@ ngx_http_mdm_watch_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_mdm_watch_module);
     mmcf->used = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_mdm_watch_phone_check(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_mdm_watch_loc_conf_t *mlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (mlcf->phone_check.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        ngx_str_set(&mlcf->phone_check, "");
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid URI \"%V\" in \"mdm_watch_phone_check\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    mlcf->phone_check = value[1];
 
     return NGX_CONF_OK;
 }

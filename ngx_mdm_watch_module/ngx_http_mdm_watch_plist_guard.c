@@ -46,6 +46,7 @@ static u_char *ngx_http_mdm_watch_xml_markup(u_char *p, u_char *last,
     const char **error);
 static u_char *ngx_http_mdm_watch_xml_skip(u_char *p, u_char *last,
     char *end, size_t len);
+static u_char *ngx_http_mdm_watch_xml_tag_end(u_char *p, u_char *last);
 static ngx_int_t ngx_http_mdm_watch_xml_entity(u_char **pp, u_char *last);
 static ngx_uint_t ngx_http_mdm_watch_xml_tag(u_char *p, u_char *last,
     char *name, size_t len);
@@ -392,7 +393,10 @@ ngx_http_mdm_watch_bplist_uint(u_char *p, ngx_uint_t size)
  * and numeric character references, at most so many elements, and
  * dictionaries and arrays nested at most so deep.  Comments, CDATA
  * sections and processing instructions are skipped whole, so that what
- * they hold counts for nothing.
+ * they hold counts for nothing; they may hold no "<", since libplist
+ * does not always end them where this scan does (it skips quoted text
+ * in them, and reads them inside attribute values as values), and an
+ * element this scan skipped would reach libplist unchecked.
  */
 
 static ngx_int_t
@@ -447,21 +451,27 @@ ngx_http_mdm_watch_xml_check(u_char *p, size_t len, const char **error)
                 }
             }
 
-            continue;
-        }
-
-        if (++elements > NGX_HTTP_MDM_WATCH_PLIST_NODES * 2) {
-            *error = "XML plist has too many elements";
-            return NGX_DECLINED;
-        }
-
-        if (ngx_http_mdm_watch_xml_tag(p, last, "dict", 4)
-            || ngx_http_mdm_watch_xml_tag(p, last, "array", 5))
-        {
-            if (++depth > NGX_HTTP_MDM_WATCH_PLIST_DEPTH) {
-                *error = "XML plist is nested too deeply";
+        } else {
+            if (++elements > NGX_HTTP_MDM_WATCH_PLIST_NODES * 2) {
+                *error = "XML plist has too many elements";
                 return NGX_DECLINED;
             }
+
+            if (ngx_http_mdm_watch_xml_tag(p, last, "dict", 4)
+                || ngx_http_mdm_watch_xml_tag(p, last, "array", 5))
+            {
+                if (++depth > NGX_HTTP_MDM_WATCH_PLIST_DEPTH) {
+                    *error = "XML plist is nested too deeply";
+                    return NGX_DECLINED;
+                }
+            }
+        }
+
+        p = ngx_http_mdm_watch_xml_tag_end(p, last);
+
+        if (p == NULL) {
+            *error = "XML plist has a malformed tag";
+            return NGX_DECLINED;
         }
     }
 
@@ -487,7 +497,7 @@ ngx_http_mdm_watch_xml_markup(u_char *p, u_char *last, const char **error)
 
     } else if (last - p >= 8 && ngx_strncmp(p, "!DOCTYPE", 8) == 0) {
 
-        for (quote = '\0'; p < last; p++) {
+        for (quote = '\0'; p < last && *p != '<'; p++) {
 
             if (quote) {
                 if (*p == quote) {
@@ -517,7 +527,7 @@ ngx_http_mdm_watch_xml_markup(u_char *p, u_char *last, const char **error)
     }
 
     if (p == NULL) {
-        *error = "XML plist has unterminated markup";
+        *error = "XML plist has unterminated markup or markup inside it";
     }
 
     return p;
@@ -527,9 +537,38 @@ ngx_http_mdm_watch_xml_markup(u_char *p, u_char *last, const char **error)
 static u_char *
 ngx_http_mdm_watch_xml_skip(u_char *p, u_char *last, char *end, size_t len)
 {
-    for ( /* void */ ; (size_t) (last - p) >= len; p++) {
+    for ( /* void */ ; (size_t) (last - p) >= len && *p != '<'; p++) {
         if (ngx_strncmp(p, end, len) == 0) {
             return p + len;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * libplist ends a tag at the first ">" out of double quotes and takes
+ * what is before it for attributes: no "<" may be there, quoted or not,
+ * or closing tags in an attribute value would undo the depth counted
+ */
+
+static u_char *
+ngx_http_mdm_watch_xml_tag_end(u_char *p, u_char *last)
+{
+    ngx_uint_t  quoted;
+
+    for (quoted = 0; p < last; p++) {
+
+        if (*p == '<') {
+            return NULL;
+        }
+
+        if (*p == '"') {
+            quoted = !quoted;
+
+        } else if (*p == '>' && !quoted) {
+            return p + 1;
         }
     }
 

@@ -63,6 +63,9 @@ typedef struct {
     ngx_http_mdm_watch_reply_pt       handler;
     ngx_pool_cleanup_t               *cleanup;
     ngx_event_t                       timer;
+
+    ngx_http_mdm_watch_background_pt  background;
+    ngx_str_t                         udid;
 } ngx_http_mdm_watch_redis_cmd_t;
 
 
@@ -87,6 +90,9 @@ static void ngx_http_mdm_watch_redis_del_write(void *data);
 static void ngx_http_mdm_watch_redis_cleanup(void *data);
 static void ngx_http_mdm_watch_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
+static void ngx_http_mdm_watch_redis_background_reply(
+    ngx_http_mdm_watch_redis_cmd_t *cmd, redisAsyncContext *ac,
+    redisReply *reply);
 static void ngx_http_mdm_watch_redis_timeout(ngx_event_t *ev);
 static void ngx_http_mdm_watch_redis_detach(void *data);
 static void ngx_http_mdm_watch_redis_failed(ngx_http_mdm_watch_redis_t *redis);
@@ -234,6 +240,68 @@ ngx_http_mdm_watch_redis_command(ngx_http_request_t *r,
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "mdm watch redis: %*s sent", argvlen[0], argv[0]);
+
+    return NGX_OK;
+}
+
+
+/*
+ * a command that no request waits for, such as recording what a device
+ * told the MDM server: its outcome is only logged
+ */
+
+ngx_int_t
+ngx_http_mdm_watch_redis_background(ngx_log_t *log,
+    ngx_http_mdm_watch_background_pt handler, ngx_str_t *udid, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_http_mdm_watch_redis_t      *redis;
+    ngx_http_mdm_watch_redis_cmd_t  *cmd;
+
+    redis = &ngx_http_mdm_watch_redis;
+
+    if (redis->ac == NULL) {
+
+        if ((ngx_msec_int_t) (ngx_current_msec - redis->next_attempt) < 0
+            || ngx_http_mdm_watch_redis_connect(redis) != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "mdm watch: redis at \"%V\" is unavailable, "
+                          "%*s of \"%V\" not recorded",
+                          &redis->conf->addr, argvlen[0], argv[0], udid);
+            return NGX_DECLINED;
+        }
+    }
+
+    if (redis->setup) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "mdm watch: redis at \"%V\" is not ready, "
+                      "\"%V\" not recorded", &redis->conf->addr, udid);
+        return NGX_DECLINED;
+    }
+
+    cmd = ngx_alloc(sizeof(ngx_http_mdm_watch_redis_cmd_t) + udid->len, log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_mdm_watch_redis_cmd_t));
+
+    cmd->background = handler;
+    cmd->udid.data = (u_char *) cmd + sizeof(ngx_http_mdm_watch_redis_cmd_t);
+    cmd->udid.len = udid->len;
+    ngx_memcpy(cmd->udid.data, udid->data, udid->len);
+
+    if (redisAsyncCommandArgv(redis->ac, ngx_http_mdm_watch_redis_reply, cmd,
+                              argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "mdm watch: redis command to \"%V\" failed, "
+                      "\"%V\" not recorded", &redis->conf->addr, udid);
+        ngx_free(cmd);
+        return NGX_DECLINED;
+    }
 
     return NGX_OK;
 }
@@ -678,6 +746,12 @@ ngx_http_mdm_watch_redis_reply(redisAsyncContext *ac, void *r,
     cmd = privdata;
     redis = &ngx_http_mdm_watch_redis;
 
+    if (cmd->background) {
+        ngx_http_mdm_watch_redis_background_reply(cmd, ac, reply);
+        ngx_free(cmd);
+        return;
+    }
+
     if (cmd->timer.timer_set) {
         ngx_del_timer(&cmd->timer);
     }
@@ -718,6 +792,39 @@ ngx_http_mdm_watch_redis_reply(redisAsyncContext *ac, void *r,
     ngx_free(cmd);
 
     ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_mdm_watch_redis_background_reply(ngx_http_mdm_watch_redis_cmd_t *cmd,
+    redisAsyncContext *ac, redisReply *reply)
+{
+    ngx_http_mdm_watch_redis_t  *redis;
+
+    redis = &ngx_http_mdm_watch_redis;
+
+    if (redis->exiting) {
+        return;
+    }
+
+    if (reply == NULL) {
+        ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                      "mdm watch: redis command to \"%V\" failed: %s, "
+                      "\"%V\" not recorded", &redis->conf->addr,
+                      ac->errstr[0] ? ac->errstr : "connection closed",
+                      &cmd->udid);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, redis->log, 0,
+                      "mdm watch: redis at \"%V\" answered an error: %*s, "
+                      "\"%V\" not recorded", &redis->conf->addr,
+                      (size_t) reply->len, reply->str, &cmd->udid);
+        return;
+    }
+
+    cmd->background(&cmd->udid, reply);
 }
 
 

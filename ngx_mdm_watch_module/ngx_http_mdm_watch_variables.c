@@ -30,6 +30,11 @@ static ngx_http_variable_t  ngx_http_mdm_watch_vars[] = {
       offsetof(ngx_http_mdm_watch_ctx_t, message_type),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("mdm_watch_paired_udids"), NULL,
+      ngx_http_mdm_watch_str_variable,
+      offsetof(ngx_http_mdm_watch_ctx_t, paired_udids),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
     { ngx_string("mdm_watch_action"), NULL,
       ngx_http_mdm_watch_action_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },

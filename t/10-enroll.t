@@ -191,7 +191,7 @@ forged('an empty pairing token', '');
 forged('a pairing token of 4 KB, far longer than any real one',
     'A' x 4096);
 
-$t->redis('FLUSHALL');
+$t->flush_redis;
 $st = $t->challenge(UDID => $watch);
 my $token = $t->get_token(udid => '00008110-000A1B2C3D4E5F60',
     security_token => $st, watch_udid => $watch);

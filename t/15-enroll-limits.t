@@ -37,7 +37,10 @@ is($t->upstream_count, 0, 'machine info over 1 MB reaches no MDM server');
 $t->log_like(qr/\[info\][^\n]*machine info larger than 1048576 bytes/,
     'the refusal of large machine info is logged at info', $mark);
 
-# one machine info, replayed
+# one machine info, replayed, and the GetToken of a phone the module
+# has recorded
+
+$t->enroll_phone_ok($phone);
 
 my $body = $t->machine_info_body(UDID => $watch);
 my @tokens;

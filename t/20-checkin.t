@@ -3,7 +3,10 @@
 # The check-in location answers the phone's GetToken for the service
 # com.apple.watch.pairing itself: a pairing token for a known security
 # token, 400 for a malformed request, 403 for a security token that does
-# not fit.  Check-ins it passes on are in 40-pass-through.t.
+# not fit.  Check-ins it passes on are in 40-pass-through.t.  The phone
+# is one the module has recorded as enrolled (setup enrolls it, and
+# flush_redis again after FLUSHALL); the phones it does not know, and
+# Mdm-Signature, are in 91-get-token-trust.t.
 
 use strict;
 use warnings;
@@ -34,7 +37,7 @@ sub pairing_keys { $t->redis_keys('mdm_watch:pairing_token:*') }
 
 # a valid GetToken
 
-$t->redis('FLUSHALL');
+$t->flush_redis;
 my $st = security_token();
 my $before = $t->upstream_count;
 
@@ -70,7 +73,7 @@ is(scalar(() = pairing_keys()), 1, 'the second GetToken made no token');
 
 sub malformed {
     my ($what, $body) = @_;
-    $t->redis('FLUSHALL');
+    $t->flush_redis;
     my $st = security_token();
     my $before = $t->upstream_count;
 
@@ -121,7 +124,7 @@ malformed('a GetToken whose WatchUDID is an array',
 
 sub refused {
     my ($what, $kept, %o) = @_;
-    $t->redis('FLUSHALL');
+    $t->flush_redis;
     my $st = security_token();
     my $before = $t->upstream_count;
 
@@ -146,7 +149,7 @@ refused('a security token for another watch', 1, watch_udid => $other_watch);
 refused('a PhoneUDID that is not the UDID of the message', 1,
     phone_udid => '00008110-0000000000000001');
 
-$t->redis('FLUSHALL');
+$t->flush_redis;
 $st = security_token();
 $t->redis('DEL', st_key($st));
 $res = $t->get_token_response(udid => $phone, security_token => $st,
@@ -157,7 +160,7 @@ is($res->{status}, 403, 'a security token Redis no longer has is refused');
 
 sub case_ok {
     my ($what, $challenged, %o) = @_;
-    $t->redis('FLUSHALL');
+    $t->flush_redis;
     my $st = security_token($challenged);
     my $res = $t->get_token_response(udid => $phone, security_token => $st,
         watch_udid => $watch, %o);

@@ -218,7 +218,7 @@ is($log->{action}, '-', 'outside the module, the action is empty');
 $t->stop_nginx;
 $t->write_config($t->default_http(token_ttl => '2s'));
 $t->start_nginx;
-$t->redis('FLUSHALL');
+$t->flush_redis;
 
 $st = $t->challenge(UDID => $watch);
 my $st_ttl = $t->redis_ttl("mdm_watch:security_token:" . ($st // '?'));

@@ -4,7 +4,11 @@
 # the device sent it, and the answer of the MDM server reaches the
 # device: other check-in messages, GetToken for other services, bodies
 # that are no plist, other content types, and the locations without the
-# module.
+# module.  Of these, only a TokenUpdate or an Authenticate that the MDM
+# server accepts, with no Mdm-Signature or one that verifies, makes the
+# module record the device (90-registry.t): the device messages here
+# carry an Mdm-Signature of random bytes, which does not verify, so the
+# module records nothing but the one TokenUpdate sent without it.
 
 use strict;
 use warnings;
@@ -51,8 +55,18 @@ sub passes {
     $t->passed_ok($up[$before], method => $method, uri => $uri,
         body => $o{body} // '', headers => \@headers,
         name => "$what: the MDM server received it unchanged");
-    is_deeply([$t->redis_keys('mdm_watch:*')], \@keys,
-        "$what: Redis is as it was");
+
+    # the module records after the answer: what it was to record for
+    # this request is in Redis once the barrier's record is
+    ok($t->registry_barrier, "$what: the module records again after it");
+    if (defined $o{records}) {
+        @keys = sort @keys, $t->device_key($o{records});
+        is_deeply([$t->redis_keys('mdm_watch:*')], \@keys,
+            "$what: Redis gains the record of the device, nothing else");
+    } else {
+        is_deeply([$t->redis_keys('mdm_watch:*')], \@keys,
+            "$what: Redis is as it was");
+    }
     return $res;
 }
 
@@ -119,9 +133,10 @@ $res = passes('a TokenUpdate the MDM server refuses', type => $checkin_type,
 $res = passes('a command result the MDM server fails on',
     type => $checkin_type, body => command_result(udid => $watch),
     status => 500, headers => [['X-Standin-Status', 500]]);
-passes('a check-in with a query string', type => $checkin_type,
+passes('a check-in with a query string, an unsigned TokenUpdate the MDM'
+    . ' server accepts', type => $checkin_type,
     uri => "$checkin_uri?channel=device",
-    body => token_update(udid => $watch));
+    body => token_update(udid => $watch), records => $watch);
 
 # locations without the module
 

@@ -96,6 +96,9 @@ others_go_on('with Redis stopped');
 
 $t->start_redis;
 recovers('after Redis started again', 10);
+
+# the new Redis is empty: the phone's record is gone with the rest
+$t->enroll_phone_ok($phone);
 pair_ok('after Redis started again');
 
 # Redis stalled

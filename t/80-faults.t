@@ -221,6 +221,28 @@ for my $mode (sort keys %broken) {
     $res = first_contact($mark, \&get_token_req);
     is($res->{status}, 403, 'a scripted Redis whose issuing script'
         . ' returns 0 (unknown security token): GetToken is answered 403');
+
+    # the refusals of the phone: not enrolled, unsigned while an
+    # identity is on record, signed by another device, and known as not
+    # enrolled from the answer of mdm_watch_phone_check kept in Redis
+    my %phone_refusals = (
+        -2 => 'an unknown phone',
+        -3 => 'an unsigned GetToken of a phone whose identity is on record',
+        -4 => 'a GetToken signed by another device',
+        -5 => 'a phone known not to be enrolled',
+    );
+    for my $code (sort { $b <=> $a } keys %phone_refusals) {
+        $what = "a scripted Redis whose issuing script returns $code"
+            . " ($phone_refusals{$code})";
+        $mark = fake('--mode', 'normal', '--eval-reply', $code);
+        $res = first_contact($mark, \&get_token_req);
+        is($res->{status}, 403, "$what: GetToken is answered 403")
+            or diag(MdmWatch::Test::describe($res));
+        is(MdmWatch::Message::parse_token_data($res->{body}), undef,
+            "$what: no TokenData");
+        like(fake_log_since($mark), qr/cmd EVAL/,
+            "$what: the module ran its script");
+    }
     recovers('after the scripted Redis');
 }
 

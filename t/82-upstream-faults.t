@@ -32,6 +32,9 @@ my $watch = $t->pki->udid;
 my $phone = '00008110-000A1B2C3D4E5F60';
 my ($worker) = $t->wait_workers(1);
 
+# the module answers the GetToken of a phone it has recorded
+$t->enroll_phone_ok($phone);
+
 # a watch with a pairing token: the machine info that carries it
 sub paired_body {
     my $st = $t->challenge(UDID => $watch) // die 'no challenge';
@@ -79,7 +82,7 @@ my %faults = (
 for my $fault (sort keys %faults) {
     my ($status, $how) = @{ $faults{$fault} };
     my $what = "an MDM server $how";
-    $t->redis('FLUSHALL');
+    $t->flush_redis;
     my $body = paired_body();
     my $before = () = $t->fake_mdm_requests;
 
@@ -98,7 +101,7 @@ for my $fault (sort keys %faults) {
 
 {
     my $what = 'an MDM server that never answers';
-    $t->redis('FLUSHALL');
+    $t->flush_redis;
     my $body = paired_body();
     my $before = () = $t->fake_mdm_requests;
 
@@ -125,7 +128,7 @@ for my $fault (sort keys %faults) {
 
 {
     my $what = 'an MDM server answering bytes without a status line';
-    $t->redis('FLUSHALL');
+    $t->flush_redis;
     my $body = paired_body();
     my $before = () = $t->fake_mdm_requests;
 
@@ -142,7 +145,7 @@ for my $fault (sort keys %faults) {
 
 {
     my $what = 'an MDM server closing the connection inside the profile';
-    $t->redis('FLUSHALL');
+    $t->flush_redis;
     my $body = paired_body();
     my $before = () = $t->fake_mdm_requests;
     my $mark = $t->log_mark;
@@ -162,13 +165,15 @@ for my $fault (sort keys %faults) {
 
 {
     my $what = 'a TokenUpdate to an MDM server resetting the connection';
-    $t->redis('FLUSHALL');
+    $t->flush_redis;
     $t->challenge(UDID => $watch);
     my $snapshot = $t->redis_snapshot;
     my $res = $t->checkin(token_update(udid => $watch),
         headers => [['X-Fault', 'reset']], timeout => 5);
     is($res->{status}, 502, "$what is answered 502");
-    $t->redis_unchanged_ok($snapshot, "$what: Redis is unchanged");
+    ok($t->registry_barrier, "$what: the module records again after it");
+    $t->redis_unchanged_ok($snapshot, "$what: Redis is unchanged, the"
+        . ' device not recorded');
     worker_survives($what);
 }
 

@@ -43,6 +43,9 @@ $t->start_nginx;
 
 my $watch = $t->pki->udid;
 my $phone = '00008110-000A1B2C3D4E5F60';
+
+# the module answers the GetToken of a phone it has recorded
+$t->enroll_phone_ok($phone);
 my $mi = $t->machine_info_body(UDID => $watch);
 my ($worker) = $t->wait_workers(1);
 
@@ -114,6 +117,9 @@ sub without_redis {
             count($t->enroll(body => $mi)));
         sleep 0.05;
     }
+
+    # the new Redis is empty
+    $t->enroll_phone_ok($phone);
 }
 
 sub half {
@@ -124,7 +130,7 @@ sub half {
     for my $i (1 .. $ROUNDS) {
         round($i);
         without_redis() if $i == $ROUNDS / 2;
-        $t->redis('FLUSHALL') if $i % 40 == 0;
+        $t->flush_redis if $i % 40 == 0;
     }
 
     my $n = -$before;

@@ -3,9 +3,11 @@
 # Hostile input, case by case from t/hostile/MANIFEST: every file is
 # sent to the location the manifest names, and the module answers
 # exactly the status the manifest expects, changes nothing in Redis
-# unless it challenges (then it adds one security token), passes what
-# it does not read to the MDM server byte for byte, and its worker goes
-# on: the same process serves a plain request after every case.
+# unless it challenges (then it adds one security token) or records the
+# device of a TokenUpdate the MDM server accepted (%RECORDS below),
+# passes what it does not read to the MDM server byte for byte, and its
+# worker goes on: the same process serves a plain request after every
+# case.
 #
 # Cases marked "crash" in the manifest crash a worker with today's
 # build; they run as TODO, so that they are reported without failing
@@ -24,6 +26,13 @@ use MdmWatch::Test;
 
 my $corpus = "$FindBin::Bin/hostile";
 my $ca = "$corpus/pki/ca.pem";
+
+# check-ins passed to the MDM server that the module reads, and records
+# once the MDM server accepted them: an unsigned TokenUpdate or
+# Authenticate is recorded with no identity; file => the device
+my %RECORDS = (
+    'checkin-invalid-utf8.xml' => '00008301-0A1B2C3D4E5F6071',
+);
 
 plan skip_all => 'no corpus: run perl t/hostile/generate.pl'
     unless -f "$corpus/MANIFEST" && -f $ca;
@@ -177,7 +186,26 @@ sub check_answer {
             headers => [['Content-Type', $c->{type}]],
             name => "$c->{file}: the MDM server received the body byte for"
                 . ' byte');
-        $t->redis_unchanged_ok($before, "$c->{file}: Redis is unchanged");
+
+        # the module records after the answer: once the barrier's record
+        # is in Redis, so is what this case made it record
+        ok($t->registry_barrier,
+            "$c->{file}: the module records again after it")
+            if $c->{to} eq 'checkin';
+        if (my $udid = $RECORDS{ $c->{file} }) {
+            my $key = $t->device_key($udid);
+            my @diff = MdmWatch::Test::redis_diff($before,
+                $t->redis_snapshot);
+            ok(@diff == 1 && $diff[0] =~ /^added\ \Q$key\E\ \(hash
+                \ enrolled_at=\d+,identity=,identity_source=none,
+                message=TokenUpdate,udid=\Q$udid\E\ no-ttl\)$/x,
+                "$c->{file}: Redis gains the record of the device, without"
+                . ' identity, and nothing else') or diag(join "\n", @diff);
+            $t->redis('DEL', $key);
+        } else {
+            $t->redis_unchanged_ok($before,
+                "$c->{file}: Redis is unchanged");
+        }
         return;
     }
 

@@ -2,7 +2,8 @@ package MdmWatch::Message;
 
 # The device side of the watch pairing protocol, as docs and tests need
 # it: machine info plists and their CMS signatures, GetToken and the
-# other check-in messages, and reading TokenData from the answer.
+# other check-in messages, the Mdm-Signature header of a device message,
+# and reading TokenData from the answer.
 
 use strict;
 use warnings;
@@ -18,7 +19,7 @@ our $VERSION = '1';
 
 our @EXPORT_OK = qw(machine_info to_binary sign checkin get_token
     token_update authenticate command_result parse_token_data
-    plist xml_escape);
+    plist xml_escape mdm_signature check_out);
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
 # base64 in <data> is written on one line; set to a multiple of 4 to
@@ -53,6 +54,7 @@ MdmWatch::Message - the watch and phone messages of watch pairing
     my $put  = get_token(udid => $phone, security_token => $st,
                          watch_udid => $watch);
     my $data = parse_token_data($response_body);
+    my $header = mdm_signature($put, signer => 'phone', pki => $pki);
 
 =head1 FUNCTIONS
 
@@ -220,6 +222,122 @@ sub sign {
     return $cms;
 }
 
+=head2 mdm_signature($body, %opt)
+
+The value of the C<Mdm-Signature> header a device sends with a message:
+the base64 (one line) of a detached CMS SignedData over the exact bytes
+of C<$body>, DER, SHA-256, with the signer's certificate, by
+C<openssl cms -sign> without C<-nodetach>.  Options as for C<sign>, but
+C<signer> defaults to C<phone>; and C<certificate>, the name of another
+certificate of the pki to carry in the place of the signer's, so that
+the signature is made by a key that the certificate it carries does not
+hold.
+
+=cut
+
+sub mdm_signature {
+    my ($body, %opt) = @_;
+    my ($cert, $key) = _signer(signer => 'phone', %opt);
+    my $tmp = tempdir(CLEANUP => 1);
+    _write("$tmp/body", $body);
+
+    my @cmd = ('openssl', 'cms', '-sign', '-binary',
+        '-md', $opt{md} // 'sha256', '-outform', 'DER',
+        '-signer', $cert, '-inkey', $key,
+        '-in', "$tmp/body", '-out', "$tmp/cms");
+    push @cmd, '-nocerts' if $opt{nocerts};
+    MdmWatch::Pki::run(@cmd);
+
+    my $cms = _read("$tmp/cms");
+    _check_form($cms, 'der');
+    if (defined $opt{certificate}) {
+        my $pki = $opt{pki} or croak 'mdm_signature: certificate needs pki';
+        $cms = _replace_certificates($cms, $pki->der($opt{certificate}));
+    }
+    return encode_base64($cms, '');
+}
+
+# the CMS with the certificates of its SignedData replaced by one DER
+# certificate, which its signer infos then name as their signer (issuer
+# and serial number); definite lengths only, as "openssl cms -outform
+# DER" writes
+sub _replace_certificates {
+    my ($cms, $cert) = @_;
+
+    my ($info) = _der_items($cms);
+    my ($oid, $explicit) = _der_items($info->[1]);
+    my ($signed) = _der_items($explicit->[1]);
+    my @fields = _der_items($signed->[1]);
+
+    my ($certs) = grep { $fields[$_][0] == 0xa0 } 0 .. $#fields;
+    croak 'mdm_signature: the SignedData carries no certificates'
+        unless defined $certs && $fields[-1][0] == 0x31;
+    $fields[$certs] = [0xa0, $cert];
+
+    my $sid = _issuer_and_serial($cert);
+    my @infos = map {
+        my @f = _der_items($_->[1]);
+        croak 'mdm_signature: a signer info names its signer by key id'
+            unless $f[1][0] == 0x30;
+        $f[1] = [0x30, $sid];
+        [0x30, join '', map { _der(@$_) } @f];
+    } _der_items($fields[-1][1]);
+    $fields[-1] = [0x31, join '', map { _der(@$_) } @infos];
+
+    my $signed_data = _der(0x30, join '', map { _der(@$_) } @fields);
+    return _der(0x30, _der(@$oid) . _der(0xa0, $signed_data));
+}
+
+# the content of the IssuerAndSerialNumber of a DER certificate
+sub _issuer_and_serial {
+    my ($cert) = @_;
+    my ($certificate) = _der_items($cert);
+    my ($tbs) = _der_items($certificate->[1]);
+    my @tbs = _der_items($tbs->[1]);
+    shift @tbs if $tbs[0][0] == 0xa0;       # the version
+    my ($serial, undef, $issuer) = @tbs;
+    return _der(@$issuer) . _der(@$serial);
+}
+
+# the items of DER content, each as [ tag, content ]
+sub _der_items {
+    my ($bytes) = @_;
+    my @items;
+    my $off = 0;
+
+    while ($off < length $bytes) {
+        my $tag = ord substr $bytes, $off, 1;
+        my $len = ord substr $bytes, $off + 1, 1;
+        my $head = 2;
+        if ($len & 0x80) {
+            my $n = $len & 0x7f;
+            croak 'DER: a length of ' . ($n ? "$n bytes" : 'no end')
+                unless $n >= 1 && $n <= 4;
+            $len = 0;
+            $len = $len << 8 | ord substr $bytes, $off + 2 + $_, 1
+                for 0 .. $n - 1;
+            $head += $n;
+        }
+        croak 'DER: an item runs past the end'
+            if $off + $head + $len > length $bytes;
+        push @items, [$tag, substr($bytes, $off + $head, $len)];
+        $off += $head + $len;
+    }
+    return @items;
+}
+
+sub _der {
+    my ($tag, $content) = @_;
+    my $n = length $content;
+    return chr($tag) . chr($n) . $content if $n < 128;
+
+    my $len = '';
+    for (; $n; $n >>= 8) {
+        $len = chr($n & 0xff) . $len;
+    }
+    return chr($tag) . chr(0x80 | length $len) . $len . $content;
+}
+
 sub _signer {
     my (%opt) = @_;
     return ($opt{cert}, $opt{key}) if $opt{cert} && $opt{key};
@@ -277,10 +395,12 @@ sub get_token {
     );
 }
 
-=head2 token_update(%f), authenticate(%f), command_result(%f)
+=head2 token_update(%f), authenticate(%f), check_out(%f), command_result(%f)
 
 Ordinary device messages, for the traffic that passes through.  All take
 C<udid> and C<topic>; C<token_update> also C<token> and C<push_magic>;
+C<authenticate> C<product>, C<serial>, C<os_version>, C<build_version>,
+C<device_name>, C<model> and C<model_name> (a watch's, by default);
 C<command_result> C<status> (default Acknowledged) and C<command_uuid>.
 
 =cut
@@ -308,7 +428,16 @@ sub authenticate {
         SerialNumber => $f{serial} // 'WTCHSERIAL01',
         DeviceName   => $f{device_name} // 'Apple Watch',
         Model        => $f{model} // 'MR9A2',
-        ModelName    => 'Apple Watch',
+        ModelName    => $f{model_name} // 'Apple Watch',
+    );
+}
+
+sub check_out {
+    my (%f) = @_;
+    return checkin(
+        MessageType => 'CheckOut',
+        Topic       => $f{topic} // _topic(),
+        UDID        => $f{udid},
     );
 }
 

@@ -1,9 +1,11 @@
 package MdmWatch::Pki;
 
 # A throw-away certificate authority for tests and the demo: a trusted
-# test root, device identity certificates for watches, and the broken
-# variants a verifier must refuse.  Everything is made with the openssl
-# command line tool and cached in one directory.
+# test root, device identity certificates for watches, the broken
+# variants a verifier must refuse, the MDM identity certificates of
+# phones under a device CA of their own, and a TLS server certificate.
+# Everything is made with the openssl command line tool and cached in
+# one directory.
 
 use strict;
 use warnings;
@@ -11,6 +13,7 @@ use warnings;
 use Carp qw(croak);
 use Fcntl qw(:flock);
 use File::Path qw(make_path remove_tree);
+use Digest::SHA qw(sha256_hex);
 use File::Temp qw(tempfile);
 use POSIX qw(strftime _exit);
 
@@ -18,10 +21,13 @@ our $VERSION = '1';
 
 my $DEFAULT_UDID = '00008301-0A1B2C3D4E5F6071';
 my $DEFAULT_OTHER_UDID = '00008301-0F0E0D0C0B0A0918';
+my $DEFAULT_PHONE_UDID = '00008110-000A1B2C3D4E5F60';
+my $DEFAULT_OTHER_PHONE_UDID = '00008110-000F0E0D0C0B0A09';
 my $DAYS = 3650;
 
-# name => [ how it is made, subject, issuer ]; the subject 'udid' or
-# 'other_udid' stands for CN = that UDID
+# name => [ how it is made, subject, issuer ]; the subject 'udid',
+# 'other_udid', 'phone_udid' or 'other_phone_udid' stands for CN = that
+# UDID
 my $TESTS = '/O=MDM Watch Tests';
 my @ENTITIES = (
     [ ca            => 'root',    "$TESTS/CN=MDM Watch Test Root CA" ],
@@ -33,6 +39,10 @@ my @ENTITIES = (
     [ rogue_watch   => 'device',  'udid', 'rogue_ca' ],
     [ self_signed   => 'self',    'udid' ],
     [ expired       => 'expired', 'udid', 'ca' ],
+    [ device_ca     => 'root',    "$TESTS/CN=MDM Watch Test Device CA" ],
+    [ phone         => 'phone',   'phone_udid', 'device_ca' ],
+    [ other_phone   => 'phone',   'other_phone_udid', 'device_ca' ],
+    [ server        => 'server',  "$TESTS/CN=127.0.0.1", 'ca' ],
 );
 
 my %ENTITY = map { $_->[0] => $_ } @ENTITIES;
@@ -47,6 +57,8 @@ MdmWatch::Pki - test certificates for watch machine info signatures
     $pki->ca_file;              # give to mdm_watch_trusted_certificate
     $pki->cert('watch');        # PEM device certificate, CN = watch UDID
     $pki->key('watch');         # its PEM private key
+    $pki->cert('phone');        # a phone's MDM identity certificate
+    $pki->identity('phone');    # hex SHA-256 of its DER
 
 =head1 DESCRIPTION
 
@@ -61,9 +73,20 @@ C<new> creates, unless already present, in C<dir>:
     rogue_watch     device certificate under rogue_ca, CN = udid
     self_signed     self-signed device certificate, CN = udid
     expired         device certificate under ca, validity in the past
+    device_ca       a root of its own: the CA of the MDM server that
+                    issues the identity certificates of enrolled devices
+    phone           a phone's MDM identity certificate under device_ca,
+                    CN = phone_udid
+    other_phone     another phone's, CN = other_phone_udid
+    server          a TLS server certificate under ca for 127.0.0.1
 
 Device certificates have keyUsage digitalSignature and no extended key
-usage.  Options: C<udid>, C<other_udid>, C<key_type> (C<ec> for P-256,
+usage; the phones' add the extended key usage clientAuth, so that they
+serve as TLS client certificates too, and the server's serverAuth with
+the subject alternative names 127.0.0.1 and localhost.  Options:
+C<udid>, C<other_udid>, C<phone_udid> (00008110-000A1B2C3D4E5F60),
+C<other_phone_udid> (00008110-000F0E0D0C0B0A09), C<key_type> (C<ec> for
+P-256,
 the default for a new directory, or C<rsa> for RSA 2048; without it an
 existing directory keeps its type).  A second C<new> with the same
 options only checks the files; other UDIDs remake the device
@@ -81,6 +104,9 @@ sub new {
         udid       => $opt{udid} // $DEFAULT_UDID,
         other_udid => $opt{other_udid} // $DEFAULT_OTHER_UDID,
         key_type   => $opt{key_type} // _old_key_type($dir) // 'ec',
+        phone_udid => $opt{phone_udid} // $DEFAULT_PHONE_UDID,
+        other_phone_udid =>
+            $opt{other_phone_udid} // $DEFAULT_OTHER_PHONE_UDID,
     }, $class;
 
     croak "MdmWatch::Pki: unknown key_type $self->{key_type}"
@@ -94,6 +120,8 @@ sub new {
 sub dir { $_[0]{dir} }
 sub udid { $_[0]{udid} }
 sub other_udid { $_[0]{other_udid} }
+sub phone_udid { $_[0]{phone_udid} }
+sub other_phone_udid { $_[0]{other_phone_udid} }
 sub ca_file { $_[0]->cert('ca') }
 sub names { map { $_->[0] } @ENTITIES }
 
@@ -107,6 +135,24 @@ sub key {
     my ($self, $name) = @_;
     croak "MdmWatch::Pki: no key named '$name'" unless $ENTITY{$name};
     return "$self->{dir}/$name.key";
+}
+
+=head2 der($name), identity($name)
+
+C<der> is the certificate in DER; C<identity> is what the module records
+as a device's identity: the SHA-256 of that DER in lower-case hex.
+
+=cut
+
+sub der {
+    my ($self, $name) = @_;
+    return run('openssl', 'x509', '-in', $self->cert($name),
+        '-outform', 'DER');
+}
+
+sub identity {
+    my ($self, $name) = @_;
+    return sha256_hex($self->der($name));
 }
 
 =head2 MdmWatch::Pki::run(@command)
@@ -160,7 +206,7 @@ sub _old_key_type {
 sub _stamp {
     my ($self) = @_;
     return join ' ', 'v1', map { "$_=$self->{$_}" }
-        qw(key_type udid other_udid);
+        qw(key_type udid other_udid phone_udid other_phone_udid);
 }
 
 sub _complete {
@@ -267,6 +313,21 @@ basicConstraints       = critical, CA:FALSE
 keyUsage               = critical, digitalSignature
 subjectKeyIdentifier   = hash
 
+[ v3_phone ]
+basicConstraints       = critical, CA:FALSE
+keyUsage               = critical, digitalSignature
+extendedKeyUsage       = clientAuth
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid:always
+
+[ v3_server ]
+basicConstraints       = critical, CA:FALSE
+keyUsage               = critical, digitalSignature
+extendedKeyUsage       = serverAuth
+subjectAltName         = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid:always
+
 [ ca ]
 default_ca = past_ca
 
@@ -299,7 +360,8 @@ sub _make {
     my ($self, $work, $entity) = @_;
     my ($name, $how, $subject, $issuer) = @$entity;
 
-    $subject = "/CN=$self->{$subject}" if $subject =~ /^(?:other_)?udid$/;
+    $subject = "/CN=$self->{$subject}"
+        if $subject =~ /^(?:other_)?(?:phone_)?udid$/;
     my $key = "$work/$name.key";
     my $pem = "$work/$name.pem";
     my $cnf = "$work/openssl.cnf";
@@ -323,11 +385,13 @@ sub _make {
         return;
     }
 
+    my %extensions = (sub => 'v3_sub', phone => 'v3_phone',
+        server => 'v3_server');
     run('openssl', 'x509', '-req', '-in', "$work/$name.csr",
         '-CA', "$work/$issuer.pem", '-CAkey', "$work/$issuer.key",
         '-set_serial', '0x' . _serial(), '-sha256', '-days', $DAYS,
         '-extfile', $cnf,
-        '-extensions', $how eq 'sub' ? 'v3_sub' : 'v3_device',
+        '-extensions', $extensions{$how} // 'v3_device',
         '-out', $pem);
 }
 

@@ -36,6 +36,9 @@ our $CHECKIN_URI = '/mdm/checkin';
 our $CHECKIN_TYPE = 'application/x-apple-aspen-mdm-checkin';
 our $CMS_TYPE = 'application/pkcs7-signature';
 our $MISSING_CODE = 'com.apple.watch.pairing.token.missing';
+
+# the phone that setup enrolls, and the CN of the pki's phone certificate
+our $PHONE = '00008110-000A1B2C3D4E5F60';
 our $UUID_RE =
     qr/^[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$/;
 
@@ -596,16 +599,28 @@ END
 
 =head2 setup(%opts)
 
-Redis, the stand-in, C<default_http(%opts)> and nginx, in one call.
+Redis, the stand-in, C<default_http(%opts)> and nginx, in one call;
+then the default phone, C<$MdmWatch::Test::PHONE>
+(00008110-000A1B2C3D4E5F60), is enrolled: C<enroll_phone> sends its
+unsigned TokenUpdate through the check-in location and waits until the
+module has recorded it, so that the module answers its GetToken.  The
+record has no identity, so the phone's GetToken is answered signed or
+not.  C<phone =E<gt> $udid> enrolls another phone instead, C<phone
+=E<gt> 0> none; a test of a phone the module does not know uses a UDID
+of its own.  The TokenUpdate is the first request the MDM server
+receives, and the first line of the access log.
 
 =cut
 
 sub setup {
     my ($self, %o) = @_;
+    my $phone = exists $o{phone} ? delete $o{phone} : $PHONE;
+
     $self->start_redis;
     $self->start_upstream;
     $self->write_config($self->default_http(%o));
     $self->start_nginx;
+    $self->enroll_phone_ok($phone) if $phone;
     return $self;
 }
 
@@ -1268,6 +1283,8 @@ changes it, undef leaves it out).
 
 The phone's GetToken (the fields of C<MdmWatch::Message::get_token>);
 C<get_token> returns the TokenData bytes of a 200 answer, or undef.
+C<signer> (a certificate name of the pki, such as C<phone>) sends it
+with an C<Mdm-Signature> of that device.
 
 =cut
 
@@ -1290,7 +1307,13 @@ sub checkin {
 sub get_token_response {
     my ($self, %o) = @_;
     my ($req, $fields) = split_request_opts(%o);
-    return $self->checkin(MdmWatch::Message::get_token(%$fields), %$req);
+    my $signer = delete $fields->{signer};
+    my $body = MdmWatch::Message::get_token(%$fields);
+    my @signature = defined $signer
+        ? (['Mdm-Signature', $self->mdm_signature($body, $signer)]) : ();
+
+    return $self->checkin($body, %$req,
+        headers => [@signature, @{ $req->{headers} // [] }]);
 }
 
 sub get_token {
@@ -1370,6 +1393,239 @@ sub describe {
         $res->{error} ? " ($res->{error})" : '',
         join("\n", map { "$_->[0]: $_->[1]" } @{ $res->{header_list} // [] }),
         $body;
+}
+
+=head1 ENROLLED DEVICES
+
+The module records a device whose Authenticate or TokenUpdate the MDM
+server accepted in the hash C<mdm_watch:device:E<lt>UDIDE<gt>>, after
+the answer has gone: a test waits for it, within a bound.
+
+=head2 mdm_signature($body, $signer, %opts)
+
+The C<Mdm-Signature> header value of C<$body> signed by the pki's
+certificate C<$signer> (C<phone>, C<other_phone>), by
+C<MdmWatch::Message::mdm_signature> with C<%opts>.
+
+=head2 device_key($udid), device_record($udid)
+
+The key of a device's record, UDID in upper case, and the record as a
+hash reference (empty when there is none).
+
+=head2 wait_device($udid, $condition, $seconds)
+
+Polls the record of C<$udid> (every 20 ms, up to C<$seconds>, 5 by
+default, stretched by C<slow>) until C<$condition>, given the record,
+holds; by default, until there is a record.  Returns the record then,
+or undef.
+
+=head2 enroll_phone(%opts), enroll_phone_ok($udid)
+
+C<enroll_phone> sends a phone's check-in through the check-in location
+and waits until the module has recorded the device as sent: C<udid>
+(C<$PHONE>), C<message> (C<TokenUpdate> or C<Authenticate>), C<signer>
+(a certificate name of the pki: the check-in carries its
+C<Mdm-Signature>; none by default), C<wait> (0: do not wait), and the
+request options of C<request>.  It returns the answer, with C<body_sent>,
+C<device> (the record, once it holds the message, the UDID and the
+identity expected) and C<recorded> (true then).  It waits only for a 2xx
+answer.  C<enroll_phone_ok> enrolls a phone unsigned and dies if the
+module does not record it.
+
+=head2 flush_redis(%opts)
+
+FLUSHALL, then enrolls the default phone again, as C<setup> did
+(C<phone> as for C<setup>).
+
+=head2 registry_barrier
+
+Sends a TokenUpdate of a UDID of its own, waits until the module has
+recorded it and deletes the record: whatever the worker was to record
+for requests answered before then has reached Redis, since the worker
+sends its commands in order on its one connection (a test runs one
+worker).  A test asserts that something was not recorded after it.
+The barrier's TokenUpdate reaches the MDM server.  Returns true when
+the barrier's own record came.
+
+=cut
+
+sub mdm_signature {
+    my ($self, $body, $signer, %o) = @_;
+    return MdmWatch::Message::mdm_signature($body, signer => $signer,
+        pki => $self->{pki}, %o);
+}
+
+sub device_key {
+    my $udid = ref $_[0] ? $_[1] : $_[0];
+    return 'mdm_watch:device:' . uc $udid;
+}
+
+sub device_record {
+    my ($self, $udid) = @_;
+    return $self->redis_hash(device_key($udid));
+}
+
+sub wait_device {
+    my ($self, $udid, $cond, $seconds) = @_;
+    my $deadline = time + slow($seconds // 5);
+
+    $cond //= sub { 1 };
+    while (1) {
+        my $record = $self->device_record($udid);
+        return $record if %$record && $cond->($record);
+        return undef if time >= $deadline;
+        sleep 0.02;
+    }
+}
+
+sub enroll_phone {
+    my ($self, %o) = @_;
+    my $udid = delete $o{udid} // $PHONE;
+    my $message = delete $o{message} // 'TokenUpdate';
+    my $signer = delete $o{signer};
+    my $wait = exists $o{wait} ? delete $o{wait} : 1;
+    my ($req) = split_request_opts(%o);
+
+    my $body;
+    if ($message eq 'TokenUpdate') {
+        $body = MdmWatch::Message::token_update(udid => $udid);
+    } elsif ($message eq 'Authenticate') {
+        $body = MdmWatch::Message::authenticate(udid => $udid,
+            product => 'iPhone15,2', serial => 'PHONESERIAL1',
+            os_version => '17.0', build_version => '21A329',
+            device_name => 'iPhone', model => 'MQ0T3',
+            model_name => 'iPhone');
+    } else {
+        croak "enroll_phone: no $message: TokenUpdate or Authenticate";
+    }
+    my @signature = defined $signer
+        ? (['Mdm-Signature', $self->mdm_signature($body, $signer)]) : ();
+
+    my $res = $self->checkin($body, %$req,
+        headers => [@signature, @{ $req->{headers} // [] }]);
+    $res->{body_sent} = $body;
+    return $res unless $wait && ($res->{status} // 0) =~ /^2/;
+
+    my %want = (
+        udid            => uc $udid,
+        message         => $message,
+        identity        => defined $signer
+                           ? $self->{pki}->identity($signer) : '',
+        identity_source => defined $signer ? 'mdm-signature' : 'none',
+    );
+    $res->{device} = $self->wait_device($udid, sub {
+        my ($d) = @_;
+        return !grep { ($d->{$_} // '') ne $want{$_} } keys %want;
+    });
+    $res->{recorded} = defined $res->{device};
+    return $res;
+}
+
+sub enroll_phone_ok {
+    my ($self, $udid) = @_;
+    my $res = $self->enroll_phone(udid => $udid);
+    croak "the module did not record the phone $udid after its TokenUpdate:"
+        . ' ' . describe($res) . "\nrecord: "
+        . join(', ', %{ $self->device_record($udid) })
+        unless $res->{recorded};
+    return $res;
+}
+
+sub flush_redis {
+    my ($self, %o) = @_;
+    my $phone = exists $o{phone} ? $o{phone} : $PHONE;
+
+    $self->redis('FLUSHALL');
+    $self->enroll_phone_ok($phone) if $phone;
+}
+
+my $barriers = 0;
+
+sub registry_barrier {
+    my ($self) = @_;
+    my $udid = sprintf 'BARRIER-%d-%d', $$, ++$barriers;
+
+    my $res = $self->checkin(MdmWatch::Message::token_update(udid => $udid));
+    my $came = ($res->{status} // 0) =~ /^2/
+        && defined $self->wait_device($udid);
+    $self->redis('DEL', device_key($udid));
+    return $came;
+}
+
+=head1 TLS
+
+=head2 tls_server_directives($port, %opts)
+
+The directives of C<server> (for C<default_http(server =E<gt> ...)>)
+that add a TLS listener on 127.0.0.1:C<$port> with the pki's C<server>
+certificate, asking for a client certificate: C<verify> is the value of
+C<ssl_verify_client> (C<optional>), and the devices' CA,
+C<device_ca>, is the one that issues them.
+
+=head2 tls_request(%opts)
+
+One request over TLS by C<openssl s_client>, which verifies the server
+certificate against the test CA (the pki's C<server> certificate is
+made for 127.0.0.1): C<port> (required), C<client> (a certificate name
+of the pki to present as client certificate; none by default),
+C<method> (GET), C<uri>, C<headers>, C<body>, C<timeout> (10).  Returns
+the answer as C<request> does, with C<tls_log>, what s_client wrote to
+stderr.
+
+=cut
+
+sub tls_server_directives {
+    my ($self, $port, %o) = @_;
+    my $pki = $self->{pki};
+
+    return join '', map { "        $_;\n" }
+        "listen 127.0.0.1:$port ssl",
+        'ssl_certificate ' . $pki->cert('server'),
+        'ssl_certificate_key ' . $pki->key('server'),
+        'ssl_verify_client ' . ($o{verify} // 'optional'),
+        'ssl_client_certificate ' . $pki->cert('device_ca');
+}
+
+sub tls_request {
+    my ($self, %o) = @_;
+    my $port = $o{port} // croak 'tls_request: port is required';
+    my $method = $o{method} // 'GET';
+    my $body = $o{body};
+    my $n = ++$self->{tls_requests};
+    my $base = "$self->{dir}/tls-$n";
+
+    my $head = "$method " . ($o{uri} // '/') . " HTTP/1.1\r\n"
+        . "Host: 127.0.0.1:$port\r\n";
+    $head .= "$_->[0]: $_->[1]\r\n" for @{ $o{headers} // [] };
+    if (defined $body || $method =~ /^(?:POST|PUT)$/) {
+        $body //= '';
+        $head .= 'Content-Length: ' . length($body) . "\r\n";
+    }
+    spew("$base.in", "${head}Connection: close\r\n\r\n" . ($body // ''));
+
+    my @cmd = ('timeout', slow($o{timeout} // 10), 'openssl', 's_client',
+        '-connect', "127.0.0.1:$port", '-quiet', '-verify_return_error',
+        '-CAfile', $self->{pki}->ca_file, '-verify_ip', '127.0.0.1');
+    push @cmd, '-cert', $self->{pki}->cert($o{client}),
+        '-key', $self->{pki}->key($o{client}) if defined $o{client};
+
+    my $start = time;
+    my $pid = fork;
+    croak "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDIN, '<', "$base.in" or _exit(126);
+        open STDOUT, '>', "$base.out" or _exit(126);
+        open STDERR, '>', "$base.err" or _exit(126);
+        { exec { $cmd[0] } @cmd; }
+        _exit(127);
+    }
+    waitpid $pid, 0;
+
+    my $res = parse_response(slurp("$base.out"));
+    $res->{elapsed} = time - $start;
+    $res->{tls_log} = slurp("$base.err");
+    $res->{status} = undef if $res->{error};
+    return $res;
 }
 
 =head1 FILES
