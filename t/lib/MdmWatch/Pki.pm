@@ -165,8 +165,10 @@ standard error if it fails.
 
 sub run {
     my @cmd = @_;
-    my ($out_fh, $out) = tempfile(UNLINK => 1);
-    my ($err_fh, $err) = tempfile(UNLINK => 1);
+
+    # not UNLINK => 1: File::Temp would keep both handles open until exit
+    my ($out_fh, $out) = tempfile();
+    my ($err_fh, $err) = tempfile();
 
     my $pid = fork // die "fork: $!\n";
     if ($pid == 0) {
@@ -181,10 +183,15 @@ sub run {
     my $status = $?;
 
     my $stdout = _slurp($out);
+    my $stderr = _slurp($err);
+    close $out_fh;
+    close $err_fh;
+    unlink $out, $err;
+
     if ($status != 0) {
         my $why = $status & 127 ? 'signal ' . ($status & 127)
                                 : 'exit ' . ($status >> 8);
-        die "@cmd: failed ($why)\n" . _slurp($err);
+        die "@cmd: failed ($why)\n" . $stderr;
     }
     return $stdout;
 }
