@@ -166,6 +166,11 @@ void ngx_http_mdm_watch_decline(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
 ngx_int_t ngx_http_mdm_watch_key(ngx_pool_t *pool, char *prefix,
     ngx_str_t *id, ngx_str_t *key);
+ngx_int_t ngx_http_mdm_watch_seconds(ngx_pool_t *pool, time_t t,
+    ngx_str_t *s);
+ngx_int_t ngx_http_mdm_watch_redis_call(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_http_mdm_watch_reply_pt handler,
+    int argc, const char **argv, const size_t *argvlen);
 void ngx_http_mdm_watch_finalize(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx, ngx_int_t rc);
 

@@ -314,7 +314,6 @@ ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)
 {
     size_t                               argvlen[14];
-    ngx_int_t                            rc;
     ngx_str_t                            st_key, pt_key, device_key;
     ngx_str_t                            check_key, value, ttl, valid;
     const char                          *argv[14];
@@ -362,20 +361,15 @@ ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
 
     ngx_sprintf(value.data, "%V %V", &pt->watch_udid, &pt->phone_udid);
 
-    ttl.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-    if (ttl.data == NULL) {
+    if (ngx_http_mdm_watch_seconds(r->pool, mmcf->token_ttl, &ttl) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ttl.len = ngx_sprintf(ttl.data, "%T", mmcf->token_ttl) - ttl.data;
-
-    valid.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-    if (valid.data == NULL) {
+    if (ngx_http_mdm_watch_seconds(r->pool, mmcf->phone_check_valid, &valid)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    valid.len = ngx_sprintf(valid.data, "%T", mmcf->phone_check_valid)
-                - valid.data;
 
     argv[0] = "EVAL";
     argvlen[0] = sizeof("EVAL") - 1;
@@ -406,19 +400,9 @@ ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
     argv[13] = (char *) valid.data;
     argvlen[13] = valid.len;
 
-    rc = ngx_http_mdm_watch_redis_command(r, ctx,
-                                          ngx_http_mdm_watch_issue_reply,
-                                          14, argv, argvlen);
-
-    if (rc == NGX_DECLINED) {
-        return ngx_http_mdm_watch_unavailable(r);
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return NGX_DONE;
+    return ngx_http_mdm_watch_redis_call(r, ctx,
+                                         ngx_http_mdm_watch_issue_reply,
+                                         14, argv, argvlen);
 }
 
 

@@ -257,7 +257,6 @@ ngx_http_mdm_watch_consume(ngx_http_request_t *r,
 {
     u_char                              *p;
     size_t                               argvlen[15];
-    ngx_int_t                            rc;
     ngx_str_t                            token_key, pair_key, phone_key;
     ngx_str_t                            value, paired_at;
     const char                          *argv[15];
@@ -326,19 +325,9 @@ ngx_http_mdm_watch_consume(ngx_http_request_t *r,
     argv[14] = NGX_HTTP_MDM_WATCH_KEY_PHONE;
     argvlen[14] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PHONE) - 1;
 
-    rc = ngx_http_mdm_watch_redis_command(r, ctx,
-                                          ngx_http_mdm_watch_consume_reply,
-                                          15, argv, argvlen);
-
-    if (rc == NGX_DECLINED) {
-        return ngx_http_mdm_watch_unavailable(r);
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return NGX_DONE;
+    return ngx_http_mdm_watch_redis_call(r, ctx,
+                                         ngx_http_mdm_watch_consume_reply,
+                                         15, argv, argvlen);
 }
 
 
@@ -383,7 +372,6 @@ ngx_http_mdm_watch_challenge(ngx_http_request_t *r,
 {
     u_char                          *p;
     size_t                           argvlen[9];
-    ngx_int_t                        rc;
     ngx_str_t                        key, watch_key, ttl;
     const char                      *argv[9];
     ngx_http_mdm_watch_main_conf_t  *mmcf;
@@ -412,12 +400,9 @@ ngx_http_mdm_watch_challenge(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ttl.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-    if (ttl.data == NULL) {
+    if (ngx_http_mdm_watch_seconds(r->pool, mmcf->token_ttl, &ttl) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    ttl.len = ngx_sprintf(ttl.data, "%T", mmcf->token_ttl) - ttl.data;
 
     argv[0] = "EVAL";
     argvlen[0] = sizeof("EVAL") - 1;
@@ -438,19 +423,9 @@ ngx_http_mdm_watch_challenge(ngx_http_request_t *r,
     argv[8] = (char *) ctx->security_token.data;
     argvlen[8] = ctx->security_token.len;
 
-    rc = ngx_http_mdm_watch_redis_command(r, ctx,
-                                          ngx_http_mdm_watch_challenge_reply,
-                                          9, argv, argvlen);
-
-    if (rc == NGX_DECLINED) {
-        return ngx_http_mdm_watch_unavailable(r);
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return NGX_DONE;
+    return ngx_http_mdm_watch_redis_call(r, ctx,
+                                         ngx_http_mdm_watch_challenge_reply,
+                                         9, argv, argvlen);
 }
 
 

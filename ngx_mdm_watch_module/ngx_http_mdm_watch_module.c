@@ -298,6 +298,49 @@ ngx_http_mdm_watch_unavailable(ngx_http_request_t *r)
 }
 
 
+/*
+ * sends a command for a request: NGX_DONE while the reply is awaited,
+ * else the status to answer with
+ */
+
+ngx_int_t
+ngx_http_mdm_watch_redis_call(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_http_mdm_watch_reply_pt handler,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_mdm_watch_redis_command(r, ctx, handler, argc, argv,
+                                          argvlen);
+
+    if (rc == NGX_OK) {
+        return NGX_DONE;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_mdm_watch_unavailable(r);
+    }
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/* a number of seconds, or a time, as Redis takes it */
+
+ngx_int_t
+ngx_http_mdm_watch_seconds(ngx_pool_t *pool, time_t t, ngx_str_t *s)
+{
+    s->data = ngx_pnalloc(pool, NGX_TIME_T_LEN);
+    if (s->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->len = ngx_sprintf(s->data, "%T", t) - s->data;
+
+    return NGX_OK;
+}
+
+
 void
 ngx_http_mdm_watch_decline(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)

@@ -351,12 +351,9 @@ ngx_http_mdm_watch_record(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
         return;
     }
 
-    now.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-    if (now.data == NULL) {
+    if (ngx_http_mdm_watch_seconds(r->pool, ngx_time(), &now) != NGX_OK) {
         return;
     }
-
-    now.len = ngx_sprintf(now.data, "%T", ngx_time()) - now.data;
 
     argv[0] = "EVAL";
     argvlen[0] = sizeof("EVAL") - 1;
