@@ -58,13 +58,13 @@ static char  ngx_http_mdm_watch_record_script[] =
 
 
 /*
- * a device checked out: its record goes; a watch leaves its pair and its
- * phone's set; a phone's watches are marked unpaired; the number of
- * watches marked is returned
+ * a device checked out: its record and the phone check's answer about it
+ * go; a watch leaves its pair and its phone's set; a phone's watches are
+ * marked unpaired; the number of watches marked is returned
  */
 
 static char  ngx_http_mdm_watch_check_out_script[] =
-    "redis.call('DEL', KEYS[1]) "
+    "redis.call('DEL', KEYS[1], KEYS[4]) "
     "local phone = redis.call('HGET', KEYS[2], 'phone_udid') "
     "if phone then "
         "redis.call('SREM', ARGV[2] .. phone, ARGV[1]) "
@@ -398,9 +398,15 @@ ngx_http_mdm_watch_record_reply(ngx_str_t *udid, redisReply *reply)
         return;
     }
 
+    if (reply->integer == 2) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "mdm watch: TokenUpdate of device \"%V\" unsigned, "
+                      "its record and certificate kept unchanged", udid);
+        return;
+    }
+
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                  "mdm watch: device \"%V\" recorded as enrolled%s", udid,
-                  reply->integer == 2 ? ", unsigned, certificate kept" : "");
+                  "mdm watch: device \"%V\" recorded as enrolled", udid);
 }
 
 
@@ -408,9 +414,9 @@ static void
 ngx_http_mdm_watch_check_out(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)
 {
-    size_t       argvlen[9];
-    ngx_str_t    device_key, pair_key, phone_key;
-    const char  *argv[9];
+    size_t       argvlen[10];
+    ngx_str_t    device_key, pair_key, phone_key, check_key;
+    const char  *argv[10];
 
     if (ngx_http_mdm_watch_key(r->pool, NGX_HTTP_MDM_WATCH_KEY_DEVICE,
                                &ctx->device, &device_key)
@@ -420,6 +426,10 @@ ngx_http_mdm_watch_check_out(ngx_http_request_t *r,
            != NGX_OK
         || ngx_http_mdm_watch_key(r->pool, NGX_HTTP_MDM_WATCH_KEY_PHONE,
                                   &ctx->device, &phone_key)
+           != NGX_OK
+        || ngx_http_mdm_watch_key(r->pool,
+                                  NGX_HTTP_MDM_WATCH_KEY_PHONE_CHECK,
+                                  &ctx->device, &check_key)
            != NGX_OK)
     {
         return;
@@ -429,7 +439,7 @@ ngx_http_mdm_watch_check_out(ngx_http_request_t *r,
     argvlen[0] = sizeof("EVAL") - 1;
     argv[1] = ngx_http_mdm_watch_check_out_script;
     argvlen[1] = sizeof(ngx_http_mdm_watch_check_out_script) - 1;
-    argv[2] = "3";
+    argv[2] = "4";
     argvlen[2] = 1;
     argv[3] = (char *) device_key.data;
     argvlen[3] = device_key.len;
@@ -437,16 +447,18 @@ ngx_http_mdm_watch_check_out(ngx_http_request_t *r,
     argvlen[4] = pair_key.len;
     argv[5] = (char *) phone_key.data;
     argvlen[5] = phone_key.len;
-    argv[6] = (char *) ctx->device.data;
-    argvlen[6] = ctx->device.len;
-    argv[7] = NGX_HTTP_MDM_WATCH_KEY_PHONE;
-    argvlen[7] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PHONE) - 1;
-    argv[8] = NGX_HTTP_MDM_WATCH_KEY_PAIR;
-    argvlen[8] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PAIR) - 1;
+    argv[6] = (char *) check_key.data;
+    argvlen[6] = check_key.len;
+    argv[7] = (char *) ctx->device.data;
+    argvlen[7] = ctx->device.len;
+    argv[8] = NGX_HTTP_MDM_WATCH_KEY_PHONE;
+    argvlen[8] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PHONE) - 1;
+    argv[9] = NGX_HTTP_MDM_WATCH_KEY_PAIR;
+    argvlen[9] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PAIR) - 1;
 
     (void) ngx_http_mdm_watch_redis_background(r->connection->log,
                                           ngx_http_mdm_watch_check_out_reply,
-                                          &ctx->device, 9, argv, argvlen);
+                                          &ctx->device, 10, argv, argvlen);
 }
 
 

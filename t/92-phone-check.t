@@ -2,10 +2,10 @@
 
 # mdm_watch_phone_check: for a phone it has not recorded, the check-in
 # location asks the MDM server, with a subrequest to the given uri
-# (2xx: enrolled, anything else: not), and keeps the answer in Redis for
-# mdm_watch_phone_check_valid, so that the next GetToken of that phone
-# needs no subrequest.  A phone the module has recorded needs none
-# either.
+# (2xx: enrolled, 4xx: not; any other answer is a 503 and not kept),
+# and keeps the answer in Redis for mdm_watch_phone_check_valid, so
+# that the next GetToken of that phone needs no subrequest.  A phone the
+# module has recorded needs none either.
 
 use strict;
 use warnings;
@@ -237,6 +237,21 @@ sub cached_ok {
     answered("$what 3s later", $known);
     is(scalar(() = checks_of($known)), $before + 2,
         "$what 3s later: the MDM server was asked again");
+}
+
+# a CheckOut the MDM server accepts drops the stored answer with the
+# device record: the phone is asked about again
+
+{
+    my $what = 'a CheckOut of a phone the phone check found enrolled';
+    answered("before $what", $known);
+    is($t->redis('GET', check_key($known)), 'enrolled',
+        "before $what: the cache says enrolled");
+    my $res = $t->checkin(MdmWatch::Message::check_out(udid => $known));
+    is($res->{status}, 200, "$what is passed to the MDM server");
+    $t->registry_barrier;
+    is($t->redis('EXISTS', check_key($known)), 0,
+        "$what: the stored answer is gone");
 }
 
 # without Redis, 503 as for any GetToken
