@@ -33,10 +33,11 @@ static ngx_uint_t ngx_http_mdm_watch_str_eq(ngx_str_t *s, char *literal,
 
 
 /*
- * answers a GetToken in one step: the phone must be enrolled (on record,
- * or said to be by the phone check, whose answer is cached here), and
- * signed by the certificate on record, if any; then the security token
- * issued to the watch is consumed and the one-time id of the pairing
+ * answers a GetToken in one step: the security token must be live and
+ * issued to the watch, before anything else is looked at; the phone must
+ * be enrolled (on record, or said to be by the phone check, whose answer
+ * is cached here), and signed by the certificate on record, if any; then
+ * the security token is consumed and the one-time id of the pairing
  * token that replaces it is recorded.
  *
  *  1: issued         0: unknown security token   -1: issued to another watch
@@ -45,6 +46,9 @@ static ngx_uint_t ngx_http_mdm_watch_str_eq(ngx_str_t *s, char *literal,
  */
 
 static char  ngx_http_mdm_watch_issue_script[] =
+    "local watch = redis.call('GET', KEYS[1]) "
+    "if not watch then return 0 end "
+    "if watch ~= ARGV[1] then return -1 end "
     "if ARGV[6] ~= '' then "
         "redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7]) "
     "end "
@@ -62,9 +66,6 @@ static char  ngx_http_mdm_watch_issue_script[] =
         "if not check then return -2 end "
         "if check ~= 'enrolled' then return -5 end "
     "end "
-    "local watch = redis.call('GET', KEYS[1]) "
-    "if not watch then return 0 end "
-    "if watch ~= ARGV[1] then return -1 end "
     "redis.call('DEL', KEYS[1]) "
     "redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) "
     "return 1";

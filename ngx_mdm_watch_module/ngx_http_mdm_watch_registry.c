@@ -60,10 +60,14 @@ static char  ngx_http_mdm_watch_record_script[] =
 /*
  * a device checked out: its record and the phone check's answer about it
  * go; a watch leaves its pair and its phone's set; a phone's watches are
- * marked unpaired; the number of watches marked is returned
+ * marked unpaired; the number of watches marked is returned.  A device
+ * with a certificate on record checks out only by a message it signed:
+ * -1 otherwise, and nothing changes.
  */
 
 static char  ngx_http_mdm_watch_check_out_script[] =
+    "local id = redis.call('HGET', KEYS[1], 'identity') "
+    "if id and id ~= '' and id ~= ARGV[4] then return -1 end "
     "redis.call('DEL', KEYS[1], KEYS[4]) "
     "local phone = redis.call('HGET', KEYS[2], 'phone_udid') "
     "if phone then "
@@ -119,8 +123,13 @@ ngx_http_mdm_watch_sender(ngx_http_request_t *r,
         if (h[i].key.len == name.len
             && ngx_strncasecmp(h[i].key.data, name.data, name.len) == 0)
         {
+            if (signature) {
+                ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                              "mdm watch: more than one Mdm-Signature");
+                return NGX_DECLINED;
+            }
+
             signature = &h[i];
-            break;
         }
     }
 
@@ -414,9 +423,9 @@ static void
 ngx_http_mdm_watch_check_out(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)
 {
-    size_t       argvlen[10];
+    size_t       argvlen[11];
     ngx_str_t    device_key, pair_key, phone_key, check_key;
-    const char  *argv[10];
+    const char  *argv[11];
 
     if (ngx_http_mdm_watch_key(r->pool, NGX_HTTP_MDM_WATCH_KEY_DEVICE,
                                &ctx->device, &device_key)
@@ -455,10 +464,12 @@ ngx_http_mdm_watch_check_out(ngx_http_request_t *r,
     argvlen[8] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PHONE) - 1;
     argv[9] = NGX_HTTP_MDM_WATCH_KEY_PAIR;
     argvlen[9] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PAIR) - 1;
+    argv[10] = (char *) ctx->identity.data;
+    argvlen[10] = ctx->identity.len;
 
     (void) ngx_http_mdm_watch_redis_background(r->connection->log,
                                           ngx_http_mdm_watch_check_out_reply,
-                                          &ctx->device, 10, argv, argvlen);
+                                          &ctx->device, 11, argv, argvlen);
 }
 
 
@@ -469,6 +480,13 @@ ngx_http_mdm_watch_check_out_reply(ngx_str_t *udid, redisReply *reply)
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "mdm watch: unexpected redis reply of type %d "
                       "to the check-out of device \"%V\"", reply->type, udid);
+        return;
+    }
+
+    if (reply->integer < 0) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "mdm watch: CheckOut of device \"%V\" not signed by "
+                      "the certificate on record, not followed", udid);
         return;
     }
 

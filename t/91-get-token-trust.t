@@ -307,4 +307,19 @@ refused('with mdm_watch_require_signature off, a GetToken with a garbage'
 refused('with mdm_watch_require_signature off, a GetToken of a phone the'
     . ' module does not know', 403, phone => stranger(6));
 
+{
+    my $what = 'a GetToken with two Mdm-Signature headers, the first valid';
+    my $st = security_token();
+    my $body = get_token(udid => $phone, security_token => $st,
+        watch_udid => $watch);
+    my $res = $t->request(method => 'PUT',
+        uri => $MdmWatch::Test::CHECKIN_URI, body => $body,
+        headers => [['Content-Type', $MdmWatch::Test::CHECKIN_TYPE],
+                    ['Mdm-Signature', $t->mdm_signature($body, 'phone')],
+                    ['Mdm-Signature', garbage()]]);
+    is($res->{status}, 400, "$what is answered 400");
+    is($t->redis('GET', "mdm_watch:security_token:$st"), $watch,
+        "$what: the security token is still there");
+}
+
 $t->finish;

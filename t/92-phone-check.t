@@ -239,6 +239,19 @@ sub cached_ok {
         "$what 3s later: the MDM server was asked again");
 }
 
+# the security token is checked before the phone: a GetToken with an
+# unknown one makes no subrequest and stores nothing
+
+{
+    my $udid = '00008110-0000000000000B0D';
+    my $what = 'a GetToken of an unknown phone with an unknown security token';
+    my $res = $t->get_token_response(udid => $udid, watch_udid => $watch,
+        security_token => MdmWatch::Test::random_uuid());
+    is($res->{status}, 403, "$what is answered 403");
+    is(scalar(() = checks_of($udid)), 0, "$what: asks the MDM server nothing");
+    is($t->redis('EXISTS', check_key($udid)), 0, "$what: stores nothing");
+}
+
 # a CheckOut the MDM server accepts drops the stored answer with the
 # device record: the phone is asked about again
 

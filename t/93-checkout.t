@@ -142,6 +142,17 @@ unchanged('a CheckOut of a watch that the MDM server refuses', sub {
     $t->log_like(qr/\[warn\][^\n]*signature/i,
         "$what: the error log warns about the signature", $mark);
 }
+for my $case (['unsigned', undef], ['signed by another device', 'phone']) {
+    my ($how, $signer) = @$case;
+    my $what = "a CheckOut $how, of a phone whose certificate is on record";
+    my $mark = $t->log_mark;
+    unchanged($what, sub {
+        passes($what, $signed_phone, watches => "$w3,$w4",
+            defined $signer ? (signer => $signer) : ());
+    });
+    $t->log_like(qr/\[warn\][^\n]*CheckOut[^\n]*not signed by the certificate/,
+        "$what: the error log warns that it is not followed", $mark);
+}
 unchanged('a CheckOut of a device the module knows nothing of', sub {
     passes('a CheckOut of a device the module knows nothing of',
         '00008110-0000000000000CFF', watches => undef);
