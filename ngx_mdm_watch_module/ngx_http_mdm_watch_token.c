@@ -18,6 +18,8 @@
 #define NGX_HTTP_MDM_WATCH_MAC_LEN        SHA256_DIGEST_LENGTH
 
 
+static ngx_int_t ngx_http_mdm_watch_upper(ngx_pool_t *pool, ngx_str_t *in,
+    ngx_str_t *out);
 static ngx_int_t ngx_http_mdm_watch_pairing_token_verify(ngx_pool_t *pool,
     ngx_str_t *secret, ngx_str_t *text, ngx_str_t *encoded);
 static ngx_int_t ngx_http_mdm_watch_pairing_token_fields(ngx_pool_t *pool,
@@ -70,7 +72,7 @@ ngx_int_t
 ngx_http_mdm_watch_security_token_canonical(ngx_pool_t *pool, ngx_str_t *in,
     ngx_str_t *out)
 {
-    u_char  c, *p;
+    u_char  c;
     size_t  i;
 
     if (in->len != NGX_HTTP_MDM_WATCH_SECURITY_TOKEN_LEN) {
@@ -95,19 +97,7 @@ ngx_http_mdm_watch_security_token_canonical(ngx_pool_t *pool, ngx_str_t *in,
         }
     }
 
-    p = ngx_pnalloc(pool, in->len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < in->len; i++) {
-        p[i] = ngx_toupper(in->data[i]);
-    }
-
-    out->len = in->len;
-    out->data = p;
-
-    return NGX_OK;
+    return ngx_http_mdm_watch_upper(pool, in, out);
 }
 
 
@@ -115,7 +105,7 @@ ngx_int_t
 ngx_http_mdm_watch_udid_canonical(ngx_pool_t *pool, ngx_str_t *in,
     ngx_str_t *out)
 {
-    u_char  c, *p;
+    u_char  c;
     size_t  i;
 
     if (in->len == 0 || in->len > NGX_HTTP_MDM_WATCH_UDID_MAX) {
@@ -129,6 +119,18 @@ ngx_http_mdm_watch_udid_canonical(ngx_pool_t *pool, ngx_str_t *in,
             return NGX_DECLINED;
         }
     }
+
+    return ngx_http_mdm_watch_upper(pool, in, out);
+}
+
+
+/* identifiers are kept and compared in upper case */
+
+static ngx_int_t
+ngx_http_mdm_watch_upper(ngx_pool_t *pool, ngx_str_t *in, ngx_str_t *out)
+{
+    u_char  *p;
+    size_t   i;
 
     p = ngx_pnalloc(pool, in->len);
     if (p == NULL) {
