@@ -33,6 +33,12 @@
 #define NGX_HTTP_MDM_WATCH_KEY_PHONE_CHECK     "mdm_watch:phone_check:"
 
 
+/* a string received, compared with a literal */
+#define ngx_http_mdm_watch_str_eq(s, literal)                                 \
+    ((s)->data != NULL && (s)->len == sizeof(literal) - 1                     \
+     && ngx_strncmp((s)->data, literal, sizeof(literal) - 1) == 0)
+
+
 typedef struct ngx_http_mdm_watch_redis_s  ngx_http_mdm_watch_redis_t;
 
 

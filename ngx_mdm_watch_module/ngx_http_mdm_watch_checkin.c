@@ -28,8 +28,6 @@ static ngx_int_t ngx_http_mdm_watch_phone_check(ngx_http_request_t *r,
 static ngx_int_t ngx_http_mdm_watch_phone_check_done(ngx_http_request_t *r,
     void *data, ngx_int_t rc);
 static void ngx_http_mdm_watch_phone_checked(ngx_http_request_t *r);
-static ngx_uint_t ngx_http_mdm_watch_str_eq(ngx_str_t *s, char *literal,
-    size_t len);
 
 
 /*
@@ -203,21 +201,16 @@ ngx_http_mdm_watch_checkin(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "mdm watch checkin: \"%V\"", &ci->message_type);
 
-    if (ngx_http_mdm_watch_str_eq(&ci->message_type, "Authenticate",
-                                  sizeof("Authenticate") - 1)
-        || ngx_http_mdm_watch_str_eq(&ci->message_type, "TokenUpdate",
-                                     sizeof("TokenUpdate") - 1)
-        || ngx_http_mdm_watch_str_eq(&ci->message_type, "CheckOut",
-                                     sizeof("CheckOut") - 1))
+    if (ngx_http_mdm_watch_str_eq(&ci->message_type, "Authenticate")
+        || ngx_http_mdm_watch_str_eq(&ci->message_type, "TokenUpdate")
+        || ngx_http_mdm_watch_str_eq(&ci->message_type, "CheckOut"))
     {
         return ngx_http_mdm_watch_registry_checkin(r, ctx, &body);
     }
 
-    if (!ngx_http_mdm_watch_str_eq(&ci->message_type, "GetToken",
-                                   sizeof("GetToken") - 1)
+    if (!ngx_http_mdm_watch_str_eq(&ci->message_type, "GetToken")
         || !ngx_http_mdm_watch_str_eq(&ci->token_service_type,
-                                      "com.apple.watch.pairing",
-                                      sizeof("com.apple.watch.pairing") - 1))
+                                      "com.apple.watch.pairing"))
     {
         return NGX_DECLINED;
     }
@@ -605,12 +598,4 @@ ngx_http_mdm_watch_phone_checked(ngx_http_request_t *r)
     }
 
     ngx_http_mdm_watch_finalize(r, ctx, rc);
-}
-
-
-static ngx_uint_t
-ngx_http_mdm_watch_str_eq(ngx_str_t *s, char *literal, size_t len)
-{
-    return s->data != NULL && s->len == len
-           && ngx_strncmp(s->data, literal, len) == 0;
 }

@@ -28,7 +28,6 @@ static void ngx_http_mdm_watch_check_out(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
 static void ngx_http_mdm_watch_check_out_reply(ngx_str_t *udid,
     redisReply *reply);
-static ngx_uint_t ngx_http_mdm_watch_is(ngx_str_t *s, char *literal);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -200,7 +199,7 @@ ngx_http_mdm_watch_registry_checkin(ngx_http_request_t *r,
                       &ctx->message_type, &ctx->device);
     }
 
-    if (!ngx_http_mdm_watch_is(&ctx->message_type, "CheckOut")) {
+    if (!ngx_http_mdm_watch_str_eq(&ctx->message_type, "CheckOut")) {
         return NGX_DECLINED;
     }
 
@@ -335,7 +334,7 @@ ngx_http_mdm_watch_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    if (ngx_http_mdm_watch_is(&ctx->message_type, "CheckOut")) {
+    if (ngx_http_mdm_watch_str_eq(&ctx->message_type, "CheckOut")) {
         ngx_http_mdm_watch_check_out(r, ctx);
 
     } else {
@@ -493,15 +492,4 @@ ngx_http_mdm_watch_check_out_reply(ngx_str_t *udid, redisReply *reply)
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "mdm watch: device \"%V\" checked out, %L watches marked "
                   "unpaired", udid, (int64_t) reply->integer);
-}
-
-
-static ngx_uint_t
-ngx_http_mdm_watch_is(ngx_str_t *s, char *literal)
-{
-    size_t  len;
-
-    len = ngx_strlen(literal);
-
-    return s->len == len && ngx_strncmp(s->data, literal, len) == 0;
 }
