@@ -69,6 +69,8 @@ typedef struct {
 } ngx_http_mdm_watch_redis_cmd_t;
 
 
+static ngx_int_t ngx_http_mdm_watch_redis_ready(
+    ngx_http_mdm_watch_redis_t *redis, ngx_log_t *log);
 static ngx_int_t ngx_http_mdm_watch_redis_connect(
     ngx_http_mdm_watch_redis_t *redis);
 static ngx_int_t ngx_http_mdm_watch_redis_attach(
@@ -174,27 +176,7 @@ ngx_http_mdm_watch_redis_command(ngx_http_request_t *r,
 
     redis = &ngx_http_mdm_watch_redis;
 
-    if (redis->ac == NULL) {
-
-        if ((ngx_msec_int_t) (ngx_current_msec - redis->next_attempt) < 0) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "mdm watch: redis at \"%V\" is unavailable, "
-                          "next connection attempt in %M ms",
-                          &redis->conf->addr,
-                          redis->next_attempt - ngx_current_msec);
-            return NGX_DECLINED;
-        }
-
-        if (ngx_http_mdm_watch_redis_connect(redis) != NGX_OK) {
-            return NGX_DECLINED;
-        }
-    }
-
-    if (redis->setup) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "mdm watch: redis at \"%V\" is not ready: "
-                      "AUTH or SELECT not answered yet",
-                      &redis->conf->addr);
+    if (ngx_http_mdm_watch_redis_ready(redis, r->connection->log) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -260,23 +242,9 @@ ngx_http_mdm_watch_redis_background(ngx_log_t *log,
 
     redis = &ngx_http_mdm_watch_redis;
 
-    if (redis->ac == NULL) {
-
-        if ((ngx_msec_int_t) (ngx_current_msec - redis->next_attempt) < 0
-            || ngx_http_mdm_watch_redis_connect(redis) != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ERR, log, 0,
-                          "mdm watch: redis at \"%V\" is unavailable, "
-                          "%*s of \"%V\" not recorded",
-                          &redis->conf->addr, argvlen[0], argv[0], udid);
-            return NGX_DECLINED;
-        }
-    }
-
-    if (redis->setup) {
+    if (ngx_http_mdm_watch_redis_ready(redis, log) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "mdm watch: redis at \"%V\" is not ready, "
-                      "\"%V\" not recorded", &redis->conf->addr, udid);
+                      "mdm watch: device \"%V\" not recorded", udid);
         return NGX_DECLINED;
     }
 
@@ -300,6 +268,44 @@ ngx_http_mdm_watch_redis_background(ngx_log_t *log,
                       "mdm watch: redis command to \"%V\" failed, "
                       "\"%V\" not recorded", &redis->conf->addr, udid);
         ngx_free(cmd);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * whether a command may be sent now: a connection is made if there is
+ * none and the backoff has passed, and none is used before AUTH and
+ * SELECT are answered
+ */
+
+static ngx_int_t
+ngx_http_mdm_watch_redis_ready(ngx_http_mdm_watch_redis_t *redis,
+    ngx_log_t *log)
+{
+    if (redis->ac == NULL) {
+
+        if ((ngx_msec_int_t) (ngx_current_msec - redis->next_attempt) < 0) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "mdm watch: redis at \"%V\" is unavailable, "
+                          "next connection attempt in %M ms",
+                          &redis->conf->addr,
+                          redis->next_attempt - ngx_current_msec);
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_mdm_watch_redis_connect(redis) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (redis->setup) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "mdm watch: redis at \"%V\" is not ready: "
+                      "AUTH or SELECT not answered yet",
+                      &redis->conf->addr);
         return NGX_DECLINED;
     }
 
