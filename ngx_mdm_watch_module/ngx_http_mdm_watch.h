@@ -60,6 +60,10 @@ typedef struct {
     ngx_flag_t                       require_signature;
     time_t                           phone_check_valid;
 
+    /* the two times above as Redis takes them */
+    ngx_str_t                        token_ttl_text;
+    ngx_str_t                        phone_check_valid_text;
+
     ngx_uint_t                       used;
 } ngx_http_mdm_watch_main_conf_t;
 
@@ -195,6 +199,8 @@ ngx_int_t ngx_http_mdm_watch_udid_canonical(ngx_pool_t *pool, ngx_str_t *in,
 ngx_int_t ngx_http_mdm_watch_pairing_token_create(ngx_pool_t *pool,
     ngx_str_t *secret, ngx_http_mdm_watch_pairing_token_t *pt,
     ngx_str_t *out);
+ngx_int_t ngx_http_mdm_watch_pairing_token_record(ngx_pool_t *pool,
+    ngx_http_mdm_watch_pairing_token_t *pt, ngx_str_t *record);
 ngx_int_t ngx_http_mdm_watch_pairing_token_parse(ngx_pool_t *pool,
     ngx_str_t *secret, ngx_str_t *in, ngx_http_mdm_watch_pairing_token_t *pt);
 

@@ -309,7 +309,7 @@ ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
 {
     size_t                               argvlen[14];
     ngx_str_t                            st_key, pt_key, device_key;
-    ngx_str_t                            check_key, value, ttl, valid;
+    ngx_str_t                            check_key, value;
     const char                          *argv[14];
     ngx_http_mdm_watch_main_conf_t      *mmcf;
     ngx_http_mdm_watch_pairing_token_t  *pt;
@@ -347,19 +347,7 @@ ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    value.len = pt->watch_udid.len + 1 + pt->phone_udid.len;
-    value.data = ngx_pnalloc(r->pool, value.len);
-    if (value.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_sprintf(value.data, "%V %V", &pt->watch_udid, &pt->phone_udid);
-
-    if (ngx_http_mdm_watch_seconds(r->pool, mmcf->token_ttl, &ttl) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (ngx_http_mdm_watch_seconds(r->pool, mmcf->phone_check_valid, &valid)
+    if (ngx_http_mdm_watch_pairing_token_record(r->pool, pt, &value)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -383,16 +371,16 @@ ngx_http_mdm_watch_issue_token(ngx_http_request_t *r,
     argvlen[7] = pt->watch_udid.len;
     argv[8] = (char *) value.data;
     argvlen[8] = value.len;
-    argv[9] = (char *) ttl.data;
-    argvlen[9] = ttl.len;
+    argv[9] = (char *) mmcf->token_ttl_text.data;
+    argvlen[9] = mmcf->token_ttl_text.len;
     argv[10] = (char *) ctx->identity.data;
     argvlen[10] = ctx->identity.len;
     argv[11] = mmcf->require_signature ? "1" : "0";
     argvlen[11] = 1;
     argv[12] = (char *) ctx->phone_check.data;
     argvlen[12] = ctx->phone_check.len;
-    argv[13] = (char *) valid.data;
-    argvlen[13] = valid.len;
+    argv[13] = (char *) mmcf->phone_check_valid_text.data;
+    argvlen[13] = mmcf->phone_check_valid_text.len;
 
     return ngx_http_mdm_watch_redis_call(r, ctx,
                                          ngx_http_mdm_watch_issue_reply,

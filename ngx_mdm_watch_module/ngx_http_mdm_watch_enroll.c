@@ -255,7 +255,6 @@ static ngx_int_t
 ngx_http_mdm_watch_consume(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)
 {
-    u_char                              *p;
     size_t                               argvlen[15];
     ngx_str_t                            token_key, pair_key, phone_key;
     ngx_str_t                            value, paired_at;
@@ -279,18 +278,13 @@ ngx_http_mdm_watch_consume(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* the pairing token record holds "<watch> <phone>" */
-
-    value.len = pt->watch_udid.len + 1 + pt->phone_udid.len;
-    value.data = ngx_pnalloc(r->pool, value.len + NGX_TIME_T_LEN);
-    if (value.data == NULL) {
+    if (ngx_http_mdm_watch_pairing_token_record(r->pool, pt, &value)
+        != NGX_OK
+        || ngx_http_mdm_watch_seconds(r->pool, ngx_time(), &paired_at)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    p = ngx_sprintf(value.data, "%V %V", &pt->watch_udid, &pt->phone_udid);
-
-    paired_at.data = p;
-    paired_at.len = ngx_sprintf(p, "%T", ngx_time()) - p;
 
     argv[0] = "EVAL";
     argvlen[0] = sizeof("EVAL") - 1;
@@ -372,7 +366,7 @@ ngx_http_mdm_watch_challenge(ngx_http_request_t *r,
 {
     u_char                          *p;
     size_t                           argvlen[9];
-    ngx_str_t                        key, watch_key, ttl;
+    ngx_str_t                        key, watch_key;
     const char                      *argv[9];
     ngx_http_mdm_watch_main_conf_t  *mmcf;
 
@@ -400,10 +394,6 @@ ngx_http_mdm_watch_challenge(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_mdm_watch_seconds(r->pool, mmcf->token_ttl, &ttl) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     argv[0] = "EVAL";
     argvlen[0] = sizeof("EVAL") - 1;
     argv[1] = ngx_http_mdm_watch_challenge_script;
@@ -416,8 +406,8 @@ ngx_http_mdm_watch_challenge(ngx_http_request_t *r,
     argvlen[4] = watch_key.len;
     argv[5] = (char *) ctx->udid.data;
     argvlen[5] = ctx->udid.len;
-    argv[6] = (char *) ttl.data;
-    argvlen[6] = ttl.len;
+    argv[6] = (char *) mmcf->token_ttl_text.data;
+    argvlen[6] = mmcf->token_ttl_text.len;
     argv[7] = NGX_HTTP_MDM_WATCH_KEY_SECURITY_TOKEN;
     argvlen[7] = sizeof(NGX_HTTP_MDM_WATCH_KEY_SECURITY_TOKEN) - 1;
     argv[8] = (char *) ctx->security_token.data;

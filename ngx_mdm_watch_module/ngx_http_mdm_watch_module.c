@@ -450,6 +450,8 @@ ngx_http_mdm_watch_create_main_conf(ngx_conf_t *cf)
      *     mmcf->secret = { 0, NULL };
      *     mmcf->trusted_certificate = { 0, NULL };
      *     mmcf->trusted = NULL;
+     *     mmcf->token_ttl_text = { 0, NULL };
+     *     mmcf->phone_check_valid_text = { 0, NULL };
      *     mmcf->used = 0;
      */
 
@@ -491,6 +493,16 @@ ngx_http_mdm_watch_init_main_conf(ngx_conf_t *cf, void *conf)
     if (mmcf->phone_check_valid <= 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"mdm_watch_phone_check_valid\" must be positive");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_mdm_watch_seconds(cf->pool, mmcf->token_ttl,
+                                   &mmcf->token_ttl_text)
+        != NGX_OK
+        || ngx_http_mdm_watch_seconds(cf->pool, mmcf->phone_check_valid,
+                                      &mmcf->phone_check_valid_text)
+           != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 

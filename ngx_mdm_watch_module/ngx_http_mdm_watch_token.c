@@ -236,6 +236,28 @@ ngx_http_mdm_watch_pairing_token_create(ngx_pool_t *pool, ngx_str_t *secret,
 }
 
 
+/*
+ * what Redis keeps of a pairing token until it is used: "<watch> <phone>",
+ * compared by the script that consumes it
+ */
+
+ngx_int_t
+ngx_http_mdm_watch_pairing_token_record(ngx_pool_t *pool,
+    ngx_http_mdm_watch_pairing_token_t *pt, ngx_str_t *record)
+{
+    record->len = pt->watch_udid.len + 1 + pt->phone_udid.len;
+
+    record->data = ngx_pnalloc(pool, record->len);
+    if (record->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(record->data, "%V %V", &pt->watch_udid, &pt->phone_udid);
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_mdm_watch_pairing_token_parse(ngx_pool_t *pool, ngx_str_t *secret,
     ngx_str_t *in, ngx_http_mdm_watch_pairing_token_t *pt)
