@@ -201,25 +201,7 @@ C<resume_redis> lets it go on.
 
 sub start_redis {
     my ($self) = @_;
-    my $port = $self->{port}{redis};
-    my $bin = $ENV{TEST_REDIS_SERVER} // 'redis-server';
-
-    croak 'redis is already running' if $self->{pids}{redis};
-
-    $self->spawn('redis', "$self->{dir}/redis.log", $bin,
-        '--bind', '127.0.0.1', '--port', $port, '--save', '',
-        '--appendonly', 'no', '--dir', $self->{dir}, '--daemonize', 'no');
-
-    my $deadline = time + 10;
-    while (time < $deadline) {
-        my $pong = eval { $self->redis('PING') };
-        return 1 if defined $pong && $pong eq 'PONG';
-        $self->alive('redis')
-            or croak 'redis-server exited: ' . tail("$self->{dir}/redis.log");
-        sleep 0.05;
-    }
-    croak 'redis-server does not answer PING: '
-        . tail("$self->{dir}/redis.log");
+    return $self->start_redis_args('--appendonly', 'no');
 }
 
 sub stop_redis {
