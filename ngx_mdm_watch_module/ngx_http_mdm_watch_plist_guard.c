@@ -464,6 +464,18 @@ ngx_http_mdm_watch_xml_check(u_char *p, size_t len, const char **error)
                     *error = "XML plist is nested too deeply";
                     return NGX_DECLINED;
                 }
+
+            } else if (depth == 0
+                       && (ngx_http_mdm_watch_xml_tag(p, last, "dict/", 5)
+                           || ngx_http_mdm_watch_xml_tag(p, last, "array/", 6)))
+            {
+                /*
+                 * libplist makes an empty container at the top the
+                 * parent of the elements after it: a level that no
+                 * closing tag ends
+                 */
+
+                depth = 1;
             }
         }
 
@@ -656,7 +668,7 @@ ngx_http_mdm_watch_xml_tag(u_char *p, u_char *last, char *name, size_t len)
 
     p += len;
 
-    /* "<dict/>" opens nothing */
+    /* "<dict/>" is empty: only the name "dict/" matches it */
 
     if (*p == '/') {
         return 0;
