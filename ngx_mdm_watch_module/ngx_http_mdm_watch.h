@@ -65,6 +65,10 @@ typedef struct {
     ngx_str_t                        phone_check_valid_text;
 
     ngx_uint_t                       used;
+
+    /* the counters, made once a location uses the module or its status */
+    ngx_shm_zone_t                  *counters;
+    ngx_uint_t                       status;
 } ngx_http_mdm_watch_main_conf_t;
 
 
@@ -84,6 +88,8 @@ typedef struct {
     ngx_str_t                        version;
     ngx_str_t                        os_version;
     ngx_str_t                        pairing_token; /* data == NULL: absent */
+
+    ngx_uint_t                       reason;        /* why it was refused */
 } ngx_http_mdm_watch_machine_info_t;
 
 
@@ -120,8 +126,72 @@ typedef enum {
     NGX_HTTP_MDM_WATCH_ACTION_TOKEN,
     NGX_HTTP_MDM_WATCH_ACTION_PAIRED,
     NGX_HTTP_MDM_WATCH_ACTION_PASS,
-    NGX_HTTP_MDM_WATCH_ACTION_REJECT
+    NGX_HTTP_MDM_WATCH_ACTION_REJECT,
+    NGX_HTTP_MDM_WATCH_ACTION_UNAVAILABLE,
+    NGX_HTTP_MDM_WATCH_ACTION_ERROR
 } ngx_http_mdm_watch_action_e;
+
+
+/* why a request was refused: $mdm_watch_action is "reject:<reason>" */
+
+typedef enum {
+    NGX_HTTP_MDM_WATCH_REASON_NONE = 0,
+    NGX_HTTP_MDM_WATCH_REASON_METHOD,
+    NGX_HTTP_MDM_WATCH_REASON_TOO_LARGE,
+    NGX_HTTP_MDM_WATCH_REASON_BAD_CMS,
+    NGX_HTTP_MDM_WATCH_REASON_UNTRUSTED_SIGNER,
+    NGX_HTTP_MDM_WATCH_REASON_BAD_PLIST,
+    NGX_HTTP_MDM_WATCH_REASON_BAD_UDID,
+    NGX_HTTP_MDM_WATCH_REASON_BAD_TOKEN,
+    NGX_HTTP_MDM_WATCH_REASON_REPLAYED,
+    NGX_HTTP_MDM_WATCH_REASON_UDID_MISMATCH,
+    NGX_HTTP_MDM_WATCH_REASON_BAD_PARAMETERS,
+    NGX_HTTP_MDM_WATCH_REASON_BAD_SECURITY_TOKEN,
+    NGX_HTTP_MDM_WATCH_REASON_BAD_SIGNATURE,
+    NGX_HTTP_MDM_WATCH_REASON_UNSIGNED,
+    NGX_HTTP_MDM_WATCH_REASON_WRONG_IDENTITY,
+    NGX_HTTP_MDM_WATCH_REASON_UNKNOWN_PHONE,
+    NGX_HTTP_MDM_WATCH_REASON_UNKNOWN_SECURITY_TOKEN,
+    NGX_HTTP_MDM_WATCH_REASONS
+} ngx_http_mdm_watch_reason_e;
+
+
+/* the counters of the status page, in shared memory, for all workers */
+
+#define NGX_HTTP_MDM_WATCH_LATENCY_BUCKETS  12
+#define NGX_HTTP_MDM_WATCH_WORKERS_MAX      256
+
+typedef enum {
+    NGX_HTTP_MDM_WATCH_LOCATION_ENROLL = 0,
+    NGX_HTTP_MDM_WATCH_LOCATION_CHECKIN,
+    NGX_HTTP_MDM_WATCH_LOCATIONS
+} ngx_http_mdm_watch_location_e;
+
+typedef enum {
+    NGX_HTTP_MDM_WATCH_REDIS_ERROR_REPLY = 0,
+    NGX_HTTP_MDM_WATCH_REDIS_ERROR_CONNECTION,
+    NGX_HTTP_MDM_WATCH_REDIS_ERRORS
+} ngx_http_mdm_watch_redis_error_e;
+
+typedef struct {
+    ngx_atomic_t   challenges;
+    ngx_atomic_t   tokens;
+    ngx_atomic_t   paired;
+    ngx_atomic_t   unavailable;
+    ngx_atomic_t   internal_errors;
+    ngx_atomic_t   passed[NGX_HTTP_MDM_WATCH_LOCATIONS];
+    ngx_atomic_t   refused[NGX_HTTP_MDM_WATCH_REASONS];
+
+    ngx_atomic_t   redis_errors[NGX_HTTP_MDM_WATCH_REDIS_ERRORS];
+    ngx_atomic_t   redis_timeouts;
+
+    /* per bucket, not cumulative; the last one counts the slower replies */
+    ngx_atomic_t   redis_latency[NGX_HTTP_MDM_WATCH_LATENCY_BUCKETS + 1];
+    ngx_atomic_t   redis_latency_usec;
+
+    /* per worker index: the worker's pid times 2, plus 1 while Redis is up */
+    ngx_atomic_t   workers[NGX_HTTP_MDM_WATCH_WORKERS_MAX];
+} ngx_http_mdm_watch_counters_t;
 
 
 typedef struct ngx_http_mdm_watch_ctx_s  ngx_http_mdm_watch_ctx_t;
@@ -137,6 +207,7 @@ typedef void (*ngx_http_mdm_watch_background_pt)(ngx_str_t *udid,
 struct ngx_http_mdm_watch_ctx_s {
     ngx_int_t                        status;
     ngx_http_mdm_watch_action_e      action;
+    ngx_http_mdm_watch_reason_e      reason;
 
     ngx_str_t                        udid;
     ngx_str_t                        phone_udid;
@@ -172,6 +243,8 @@ ngx_int_t ngx_http_mdm_watch_read_body(ngx_http_request_t *r,
 ngx_int_t ngx_http_mdm_watch_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *content_type, ngx_str_t *body);
 ngx_int_t ngx_http_mdm_watch_unavailable(ngx_http_request_t *r);
+ngx_int_t ngx_http_mdm_watch_not_allowed(ngx_http_request_t *r,
+    char *allow);
 void ngx_http_mdm_watch_decline(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
 ngx_int_t ngx_http_mdm_watch_key(ngx_pool_t *pool, char *prefix,
@@ -250,6 +323,30 @@ ngx_int_t ngx_http_mdm_watch_redis_command(ngx_http_request_t *r,
 ngx_int_t ngx_http_mdm_watch_redis_background(ngx_log_t *log,
     ngx_http_mdm_watch_background_pt handler, ngx_str_t *udid, int argc,
     const char **argv, const size_t *argvlen);
+
+/* counters and the status page */
+
+#define ngx_http_mdm_watch_count(counter)                                     \
+    do {                                                                      \
+        if (ngx_http_mdm_watch_counters) {                                    \
+            (void) ngx_atomic_fetch_add(                                      \
+                              &ngx_http_mdm_watch_counters->counter, 1);      \
+        }                                                                     \
+    } while (0)
+
+extern ngx_http_mdm_watch_counters_t  *ngx_http_mdm_watch_counters;
+extern ngx_str_t                        ngx_http_mdm_watch_reasons[];
+
+void ngx_http_mdm_watch_reject(ngx_http_request_t *r,
+    ngx_http_mdm_watch_ctx_t *ctx, ngx_http_mdm_watch_reason_e reason);
+ngx_int_t ngx_http_mdm_watch_counters_add(ngx_conf_t *cf);
+void ngx_http_mdm_watch_counters_init_process(ngx_cycle_t *cycle);
+void ngx_http_mdm_watch_counters_exit_process(ngx_cycle_t *cycle);
+void ngx_http_mdm_watch_worker_redis_up(ngx_uint_t up);
+uint64_t ngx_http_mdm_watch_usec(void);
+void ngx_http_mdm_watch_redis_latency(uint64_t start);
+char *ngx_http_mdm_watch_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* variables */
 

@@ -98,6 +98,7 @@ ngx_http_mdm_watch_checkin_handler(ngx_http_request_t *r)
     {
         ctx->action = NGX_HTTP_MDM_WATCH_ACTION_PASS;
         ctx->status = NGX_DECLINED;
+        ngx_http_mdm_watch_count(passed[NGX_HTTP_MDM_WATCH_LOCATION_CHECKIN]);
         return NGX_DECLINED;
     }
 
@@ -237,6 +238,8 @@ ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "mdm watch: GetToken without TokenParameters "
                       "SecurityToken, PhoneUDID and WatchUDID strings");
+        ngx_http_mdm_watch_reject(r, ctx,
+                                  NGX_HTTP_MDM_WATCH_REASON_BAD_PARAMETERS);
         return NGX_HTTP_BAD_REQUEST;
     }
 
@@ -252,6 +255,7 @@ ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
                       "or WatchUDID");
         ngx_str_null(&ctx->phone_udid);
         ngx_str_null(&ctx->udid);
+        ngx_http_mdm_watch_reject(r, ctx, NGX_HTTP_MDM_WATCH_REASON_BAD_UDID);
         return NGX_HTTP_BAD_REQUEST;
     }
 
@@ -264,6 +268,8 @@ ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "mdm watch: GetToken for phone \"%V\" sent by "
                       "another device", &ctx->phone_udid);
+        ngx_http_mdm_watch_reject(r, ctx,
+                                  NGX_HTTP_MDM_WATCH_REASON_UDID_MISMATCH);
         return NGX_HTTP_FORBIDDEN;
     }
 
@@ -274,6 +280,8 @@ ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "mdm watch: GetToken from phone \"%V\" with "
                       "a malformed security token", &ctx->phone_udid);
+        ngx_http_mdm_watch_reject(r, ctx,
+                                  NGX_HTTP_MDM_WATCH_REASON_BAD_SECURITY_TOKEN);
         return NGX_HTTP_FORBIDDEN;
     }
 
@@ -292,6 +300,8 @@ ngx_http_mdm_watch_get_token(ngx_http_request_t *r,
                       "mdm watch: GetToken from phone \"%V\" has "
                       "a Mdm-Signature that does not verify",
                       &ctx->phone_udid);
+        ngx_http_mdm_watch_reject(r, ctx,
+                                  NGX_HTTP_MDM_WATCH_REASON_BAD_SIGNATURE);
         return NGX_HTTP_BAD_REQUEST;
     }
 
@@ -425,6 +435,7 @@ ngx_http_mdm_watch_issue_reply(ngx_http_request_t *r,
                   "for watch \"%V\"", &ctx->phone_udid, &ctx->udid);
 
     ctx->action = NGX_HTTP_MDM_WATCH_ACTION_TOKEN;
+    ngx_http_mdm_watch_count(tokens);
 
     rc = ngx_http_mdm_watch_send(r, NGX_HTTP_OK, &ngx_http_mdm_watch_xml_type,
                                  &body);
@@ -440,6 +451,7 @@ ngx_http_mdm_watch_refuse(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx,
     long long code)
 {
     char                           *why;
+    ngx_http_mdm_watch_reason_e     reason;
     ngx_http_mdm_watch_loc_conf_t  *mlcf;
 
     mlcf = ngx_http_get_module_loc_conf(r, ngx_mdm_watch_module);
@@ -448,10 +460,12 @@ ngx_http_mdm_watch_refuse(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx,
 
     case 0:
         why = "an unknown, expired or used security token";
+        reason = NGX_HTTP_MDM_WATCH_REASON_UNKNOWN_SECURITY_TOKEN;
         break;
 
     case -1:
         why = "a security token issued to another watch";
+        reason = NGX_HTTP_MDM_WATCH_REASON_UDID_MISMATCH;
         break;
 
     case -2:
@@ -460,18 +474,22 @@ ngx_http_mdm_watch_refuse(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx,
         }
 
         why = "unknown phone, not enrolled";
+        reason = NGX_HTTP_MDM_WATCH_REASON_UNKNOWN_PHONE;
         break;
 
     case -3:
         why = "unsigned, while the phone's certificate is on record";
+        reason = NGX_HTTP_MDM_WATCH_REASON_UNSIGNED;
         break;
 
     case -4:
         why = "signed by another device than the one on record";
+        reason = NGX_HTTP_MDM_WATCH_REASON_WRONG_IDENTITY;
         break;
 
     case -5:
         why = "unknown phone, not enrolled says the phone check";
+        reason = NGX_HTTP_MDM_WATCH_REASON_UNKNOWN_PHONE;
         break;
 
     default:
@@ -484,6 +502,8 @@ ngx_http_mdm_watch_refuse(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx,
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "mdm watch: GetToken from phone \"%V\" for watch \"%V\" "
                   "refused: %s", &ctx->phone_udid, &ctx->udid, why);
+
+    ngx_http_mdm_watch_reject(r, ctx, reason);
 
     return NGX_HTTP_FORBIDDEN;
 }

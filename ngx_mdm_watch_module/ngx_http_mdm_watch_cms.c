@@ -263,6 +263,8 @@ ngx_http_mdm_watch_machine_info(ngx_pool_t *pool, ngx_log_t *log,
 
     ngx_memzero(mi, sizeof(ngx_http_mdm_watch_machine_info_t));
 
+    mi->reason = NGX_HTTP_MDM_WATCH_REASON_BAD_CMS;
+
     cms = ngx_http_mdm_watch_cms_parse(log, "machine info", body);
     if (cms == NULL) {
         return NGX_HTTP_BAD_REQUEST;
@@ -271,7 +273,12 @@ ngx_http_mdm_watch_machine_info(ngx_pool_t *pool, ngx_log_t *log,
     rc = ngx_http_mdm_watch_cms_content(log, cms, &content);
 
     if (rc == NGX_OK && trusted != NULL) {
+        mi->reason = NGX_HTTP_MDM_WATCH_REASON_UNTRUSTED_SIGNER;
         rc = ngx_http_mdm_watch_cms_verify(log, cms, trusted);
+    }
+
+    if (rc == NGX_OK) {
+        mi->reason = NGX_HTTP_MDM_WATCH_REASON_BAD_PLIST;
     }
 
     plist = NULL;
@@ -438,6 +445,8 @@ ngx_http_mdm_watch_machine_info_fields(ngx_pool_t *pool, ngx_log_t *log,
     ngx_http_mdm_watch_machine_info_key_t  *key;
 
     node = plist_dict_get_item(dict, "UDID");
+
+    mi->reason = NGX_HTTP_MDM_WATCH_REASON_BAD_UDID;
 
     if (node == NULL || plist_get_node_type(node) != PLIST_STRING) {
         ngx_log_error(NGX_LOG_INFO, log, 0,

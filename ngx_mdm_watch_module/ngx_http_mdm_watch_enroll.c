@@ -77,7 +77,6 @@ ngx_int_t
 ngx_http_mdm_watch_enroll_handler(ngx_http_request_t *r)
 {
     ngx_int_t                  rc;
-    ngx_table_elt_t           *h;
     ngx_http_mdm_watch_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_mdm_watch_module);
@@ -96,19 +95,9 @@ ngx_http_mdm_watch_enroll_handler(ngx_http_request_t *r)
     ngx_http_set_ctx(r, ctx, ngx_mdm_watch_module);
 
     if (!(r->method & (NGX_HTTP_POST|NGX_HTTP_PUT))) {
-        ctx->action = NGX_HTTP_MDM_WATCH_ACTION_REJECT;
-        ctx->status = NGX_HTTP_NOT_ALLOWED;
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "POST, PUT");
-
-        return NGX_HTTP_NOT_ALLOWED;
+        ngx_http_mdm_watch_reject(r, ctx, NGX_HTTP_MDM_WATCH_REASON_METHOD);
+        ctx->status = ngx_http_mdm_watch_not_allowed(r, "POST, PUT");
+        return ctx->status;
     }
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -159,6 +148,8 @@ ngx_http_mdm_watch_enroll(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "mdm watch: machine info larger than %d bytes",
                       NGX_HTTP_MDM_WATCH_ENROLL_BODY_MAX);
+        ngx_http_mdm_watch_reject(r, ctx,
+                                  NGX_HTTP_MDM_WATCH_REASON_TOO_LARGE);
         return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
 
@@ -176,6 +167,7 @@ ngx_http_mdm_watch_enroll(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
     }
 
     if (rc != NGX_OK) {
+        ngx_http_mdm_watch_reject(r, ctx, ctx->machine_info.reason);
         return rc;
     }
 
@@ -221,6 +213,7 @@ ngx_http_mdm_watch_check_token(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "mdm watch: forged pairing token from watch \"%V\"",
                       &ctx->udid);
+        ngx_http_mdm_watch_reject(r, ctx, NGX_HTTP_MDM_WATCH_REASON_BAD_TOKEN);
         return NGX_DECLINED;
     }
 
@@ -233,6 +226,7 @@ ngx_http_mdm_watch_check_token(ngx_http_request_t *r,
                       "mdm watch: pairing token from watch \"%V\" "
                       "expired %T s ago",
                       &ctx->udid, ngx_time() - pt->expires);
+        ngx_http_mdm_watch_reject(r, ctx, NGX_HTTP_MDM_WATCH_REASON_BAD_TOKEN);
         return NGX_DECLINED;
     }
 
@@ -244,6 +238,8 @@ ngx_http_mdm_watch_check_token(ngx_http_request_t *r,
                       "mdm watch: pairing token from watch \"%V\" "
                       "was issued for watch \"%V\"",
                       &ctx->udid, &pt->watch_udid);
+        ngx_http_mdm_watch_reject(r, ctx,
+                                  NGX_HTTP_MDM_WATCH_REASON_UDID_MISMATCH);
         return NGX_DECLINED;
     }
 
@@ -347,12 +343,14 @@ ngx_http_mdm_watch_consume_reply(ngx_http_request_t *r,
 
         ctx->phone_udid = ctx->pairing_token.phone_udid;
         ctx->action = NGX_HTTP_MDM_WATCH_ACTION_PAIRED;
+        ngx_http_mdm_watch_count(paired);
         rc = NGX_DECLINED;
 
     } else {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "mdm watch: pairing token from watch \"%V\" "
                       "was already used", &ctx->udid);
+        ngx_http_mdm_watch_reject(r, ctx, NGX_HTTP_MDM_WATCH_REASON_REPLAYED);
         rc = ngx_http_mdm_watch_challenge(r, ctx);
     }
 
@@ -460,7 +458,13 @@ ngx_http_mdm_watch_challenge_reply(ngx_http_request_t *r,
                    "mdm watch enroll: challenge for watch \"%V\"",
                    &ctx->udid);
 
-    ctx->action = NGX_HTTP_MDM_WATCH_ACTION_CHALLENGE;
+    /* a challenge that answers a refused pairing token keeps its reason */
+
+    if (ctx->action == NGX_HTTP_MDM_WATCH_ACTION_NONE) {
+        ctx->action = NGX_HTTP_MDM_WATCH_ACTION_CHALLENGE;
+    }
+
+    ngx_http_mdm_watch_count(challenges);
 
     rc = ngx_http_mdm_watch_send(r, NGX_HTTP_FORBIDDEN,
                                  &ngx_http_mdm_watch_json_type, &body);

@@ -106,6 +106,13 @@ static ngx_command_t  ngx_http_mdm_watch_commands[] = {
       0,
       NULL },
 
+    { ngx_string("mdm_watch_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_mdm_watch_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -298,6 +305,27 @@ ngx_http_mdm_watch_unavailable(ngx_http_request_t *r)
 }
 
 
+/* refuses the method, and names the methods the location takes */
+
+ngx_int_t
+ngx_http_mdm_watch_not_allowed(ngx_http_request_t *r, char *allow)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    h->value.data = (u_char *) allow;
+    h->value.len = ngx_strlen(allow);
+
+    return NGX_HTTP_NOT_ALLOWED;
+}
+
+
 /*
  * sends a command for a request: NGX_DONE while the reply is awaited,
  * else the status to answer with
@@ -345,6 +373,21 @@ void
 ngx_http_mdm_watch_decline(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)
 {
+    ngx_http_mdm_watch_loc_conf_t  *mlcf;
+
+    mlcf = ngx_http_get_module_loc_conf(r, ngx_mdm_watch_module);
+
+    if (mlcf->enroll) {
+        ngx_http_mdm_watch_count(passed[NGX_HTTP_MDM_WATCH_LOCATION_ENROLL]);
+
+    } else {
+        ngx_http_mdm_watch_count(passed[NGX_HTTP_MDM_WATCH_LOCATION_CHECKIN]);
+    }
+
+    if (ctx->action == NGX_HTTP_MDM_WATCH_ACTION_NONE) {
+        ctx->action = NGX_HTTP_MDM_WATCH_ACTION_PASS;
+    }
+
     ctx->status = NGX_DECLINED;
 
     r->preserve_body = 1;
@@ -367,8 +410,19 @@ ngx_http_mdm_watch_finalize(ngx_http_request_t *r,
         return;
     }
 
-    if (ctx->action == NGX_HTTP_MDM_WATCH_ACTION_NONE) {
-        ctx->action = NGX_HTTP_MDM_WATCH_ACTION_REJECT;
+    /*
+     * a refusal has its reason set where it was decided; what is left is
+     * not the client's doing: Redis or the phone check unavailable, or
+     * an internal failure
+     */
+
+    if (rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        ctx->action = NGX_HTTP_MDM_WATCH_ACTION_UNAVAILABLE;
+        ngx_http_mdm_watch_count(unavailable);
+
+    } else if (ctx->action == NGX_HTTP_MDM_WATCH_ACTION_NONE) {
+        ctx->action = NGX_HTTP_MDM_WATCH_ACTION_ERROR;
+        ngx_http_mdm_watch_count(internal_errors);
     }
 
     ngx_http_finalize_request(r, rc);
@@ -412,6 +466,12 @@ ngx_http_mdm_watch_postconfiguration(ngx_conf_t *cf)
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_mdm_watch_module);
 
+    if ((mmcf->used || mmcf->status)
+        && ngx_http_mdm_watch_counters_add(cf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (!mmcf->used) {
         return NGX_OK;
     }
@@ -453,6 +513,8 @@ ngx_http_mdm_watch_create_main_conf(ngx_conf_t *cf)
      *     mmcf->token_ttl_text = { 0, NULL };
      *     mmcf->phone_check_valid_text = { 0, NULL };
      *     mmcf->used = 0;
+     *     mmcf->counters = NULL;
+     *     mmcf->status = 0;
      */
 
     mmcf->db = NGX_CONF_UNSET;
@@ -865,6 +927,8 @@ ngx_http_mdm_watch_phone_check(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t
 ngx_http_mdm_watch_init_process(ngx_cycle_t *cycle)
 {
+    ngx_http_mdm_watch_counters_init_process(cycle);
+
     return ngx_http_mdm_watch_redis_init_process(cycle);
 }
 
@@ -873,4 +937,5 @@ static void
 ngx_http_mdm_watch_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_mdm_watch_redis_exit_process(cycle);
+    ngx_http_mdm_watch_counters_exit_process(cycle);
 }

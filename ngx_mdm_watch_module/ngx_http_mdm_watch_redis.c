@@ -66,6 +66,8 @@ typedef struct {
 
     ngx_http_mdm_watch_background_pt  background;
     ngx_str_t                         udid;
+
+    uint64_t                          start;
 } ngx_http_mdm_watch_redis_cmd_t;
 
 
@@ -210,6 +212,7 @@ ngx_http_mdm_watch_redis_command(ngx_http_request_t *r,
     cmd->ctx = ctx;
     cmd->handler = handler;
     cmd->cleanup = cln;
+    cmd->start = ngx_http_mdm_watch_usec();
 
     cln->handler = ngx_http_mdm_watch_redis_detach;
     cln->data = cmd;
@@ -270,6 +273,8 @@ ngx_http_mdm_watch_redis_background(ngx_log_t *log,
         ngx_free(cmd);
         return NGX_DECLINED;
     }
+
+    cmd->start = ngx_http_mdm_watch_usec();
 
     return NGX_OK;
 }
@@ -332,6 +337,8 @@ ngx_http_mdm_watch_redis_connect(ngx_http_mdm_watch_redis_t *redis)
         ngx_log_error(NGX_LOG_ERR, redis->log, 0,
                       "mdm watch: redis connection to \"%V\" failed: "
                       "out of memory", &mmcf->addr);
+        ngx_http_mdm_watch_count(
+                     redis_errors[NGX_HTTP_MDM_WATCH_REDIS_ERROR_CONNECTION]);
         ngx_http_mdm_watch_redis_failed(redis);
         return NGX_ERROR;
     }
@@ -341,6 +348,8 @@ ngx_http_mdm_watch_redis_connect(ngx_http_mdm_watch_redis_t *redis)
                       "mdm watch: redis connection to \"%V\" failed: %s",
                       &mmcf->addr, ac->errstr);
         redisAsyncFree(ac);
+        ngx_http_mdm_watch_count(
+                     redis_errors[NGX_HTTP_MDM_WATCH_REDIS_ERROR_CONNECTION]);
         ngx_http_mdm_watch_redis_failed(redis);
         return NGX_ERROR;
     }
@@ -468,10 +477,16 @@ ngx_http_mdm_watch_redis_connected(const redisAsyncContext *ac, int status)
         ngx_log_error(NGX_LOG_ERR, redis->log, 0,
                       "mdm watch: redis connection to \"%V\" failed: %s",
                       &redis->conf->addr, ac->errstr);
+        ngx_http_mdm_watch_count(
+                     redis_errors[NGX_HTTP_MDM_WATCH_REDIS_ERROR_CONNECTION]);
         return;
     }
 
     redis->state = NGX_HTTP_MDM_WATCH_REDIS_CONNECTED;
+
+    if (redis->setup == 0) {
+        ngx_http_mdm_watch_worker_redis_up(1);
+    }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, redis->log, 0,
                    "mdm watch redis: connected to \"%V\"", &redis->conf->addr);
@@ -488,6 +503,9 @@ ngx_http_mdm_watch_redis_disconnected(const redisAsyncContext *ac, int status)
     if (status == REDIS_OK || redis->exiting) {
         return;
     }
+
+    ngx_http_mdm_watch_count(
+                     redis_errors[NGX_HTTP_MDM_WATCH_REDIS_ERROR_CONNECTION]);
 
     if (redis->refused) {
         ngx_log_error(NGX_LOG_ERR, redis->log, 0,
@@ -527,8 +545,17 @@ ngx_http_mdm_watch_redis_setup_reply(redisAsyncContext *ac, void *r,
             redis->setup--;
         }
 
+        if (redis->setup == 0
+            && redis->state == NGX_HTTP_MDM_WATCH_REDIS_CONNECTED)
+        {
+            ngx_http_mdm_watch_worker_redis_up(1);
+        }
+
         return;
     }
+
+    ngx_http_mdm_watch_count(
+                    redis_errors[NGX_HTTP_MDM_WATCH_REDIS_ERROR_REPLY]);
 
     ngx_log_error(NGX_LOG_ERR, redis->log, 0,
                   "mdm watch: redis %s on \"%V\" failed: %*s",
@@ -555,6 +582,8 @@ ngx_http_mdm_watch_redis_connect_timeout(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_ERR, redis->log, NGX_ETIMEDOUT,
                   "mdm watch: redis connection to \"%V\" timed out",
                   &redis->conf->addr);
+
+    ngx_http_mdm_watch_count(redis_timeouts);
 
     ngx_http_mdm_watch_redis_close(redis);
 }
@@ -716,6 +745,8 @@ ngx_http_mdm_watch_redis_cleanup(void *data)
 
     redis->ac = NULL;
 
+    ngx_http_mdm_watch_worker_redis_up(0);
+
     if (!redis->exiting) {
         ngx_http_mdm_watch_redis_failed(redis);
     }
@@ -751,6 +782,15 @@ ngx_http_mdm_watch_redis_reply(redisAsyncContext *ac, void *r,
 
     cmd = privdata;
     redis = &ngx_http_mdm_watch_redis;
+
+    if (reply) {
+        ngx_http_mdm_watch_redis_latency(cmd->start);
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            ngx_http_mdm_watch_count(
+                    redis_errors[NGX_HTTP_MDM_WATCH_REDIS_ERROR_REPLY]);
+        }
+    }
 
     if (cmd->background) {
         ngx_http_mdm_watch_redis_background_reply(cmd, ac, reply);
@@ -856,6 +896,8 @@ ngx_http_mdm_watch_redis_timeout(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_ERR, c->log, NGX_ETIMEDOUT,
                   "mdm watch: redis at \"%V\" timed out",
                   &redis->conf->addr);
+
+    ngx_http_mdm_watch_count(redis_timeouts);
 
     /* the reply, if it ever comes, frees the command */
 

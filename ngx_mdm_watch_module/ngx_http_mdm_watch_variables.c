@@ -49,7 +49,9 @@ static ngx_str_t  ngx_http_mdm_watch_actions[] = {
     ngx_string("token"),
     ngx_string("paired"),
     ngx_string("pass"),
-    ngx_string("reject")
+    ngx_string("reject"),
+    ngx_string("unavailable"),
+    ngx_string("error")
 };
 
 
@@ -107,7 +109,8 @@ static ngx_int_t
 ngx_http_mdm_watch_action_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_str_t                 *s;
+    u_char                    *p;
+    ngx_str_t                 *s, *reason;
     ngx_http_mdm_watch_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_mdm_watch_module);
@@ -124,6 +127,27 @@ ngx_http_mdm_watch_action_variable(ngx_http_request_t *r,
     v->no_cacheable = 0;
     v->not_found = 0;
     v->data = s->data;
+
+    if (ctx->action != NGX_HTTP_MDM_WATCH_ACTION_REJECT) {
+        return NGX_OK;
+    }
+
+    /* "reject:<reason>" */
+
+    reason = &ngx_http_mdm_watch_reasons[ctx->reason];
+
+    p = ngx_pnalloc(r->pool, s->len + 1 + reason->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    p = ngx_cpymem(p, s->data, s->len);
+    *p++ = ':';
+    p = ngx_cpymem(p, reason->data, reason->len);
+
+    v->len = p - v->data;
 
     return NGX_OK;
 }

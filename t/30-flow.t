@@ -199,7 +199,8 @@ ok(exists $res->{headers}{'x-standin-request'},
 $res = $t->enroll(uri => "$enroll?step=reject", signer => 'rogue_watch');
 is($res->{status}, 403, 'machine info under an untrusted CA is refused');
 $log = $t->access_entry("$enroll?step=reject");
-is($log->{action}, 'reject', 'the access log shows the action reject');
+is($log->{action}, 'reject:untrusted_signer',
+    'the access log shows the action reject with its reason');
 
 $res = $t->checkin(MdmWatch::Message::token_update(udid => $watch),
     uri => "$checkin?step=pass");
