@@ -14,7 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 
 use MdmWatch::Message;
-use MdmWatch::Metrics qw(parse_metrics sample_key);
+use MdmWatch::Metrics qw(parse_metrics sample_key status_page);
 use MdmWatch::Test;
 
 my $STATUS = <<'END';
@@ -40,17 +40,7 @@ my @REASONS = qw(method too_large bad_cms untrusted_signer bad_plist bad_udid
 my $REQUESTS = qr/^mdm_watch_(?:challenges|pairing_tokens|paired|passed
     |refused|unavailable|internal_errors)_total\b/x;
 
-# the status page, parsed; a page that is not well-formed fails a test
-sub metrics {
-    my $res = $t->request(uri => '/status');
-    my $m = parse_metrics($res->{body} // '');
-
-    if (($res->{status} // 0) != 200 || @{ $m->{errors} }) {
-        fail('the status page is answered and well-formed');
-        diag(join "\n", @{ $m->{errors} }, MdmWatch::Test::describe($res));
-    }
-    return $m;
-}
+sub metrics { status_page($t) }
 
 # how the counters of requests moved, those that moved only
 sub request_deltas {

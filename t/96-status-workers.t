@@ -14,7 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-use MdmWatch::Metrics qw(parse_metrics sample_key);
+use MdmWatch::Metrics qw(sample_key status_page);
 use MdmWatch::Test;
 
 my $REQUESTS_MAX = 200;
@@ -41,16 +41,7 @@ $t->start_nginx;
 my @workers = $t->wait_workers(2);
 is(scalar @workers, 2, 'nginx runs two workers');
 
-sub metrics {
-    my $res = $t->request(uri => '/status');
-    my $m = parse_metrics($res->{body} // '');
-
-    if (($res->{status} // 0) != 200 || @{ $m->{errors} }) {
-        fail('the status page is answered and well-formed');
-        diag(join "\n", @{ $m->{errors} }, MdmWatch::Test::describe($res));
-    }
-    return $m;
-}
+sub metrics { status_page($t) }
 
 sub value {
     my ($m, $name, %labels) = @_;

@@ -8,8 +8,9 @@ use strict;
 use warnings;
 
 use Exporter qw(import);
+use Test::More;
 
-our @EXPORT_OK = qw(parse_metrics sample_key);
+our @EXPORT_OK = qw(parse_metrics sample_key status_page);
 
 my $NAME = qr/[a-zA-Z_:][a-zA-Z0-9_:]*/;
 my $LABEL = qr/[a-zA-Z_][a-zA-Z0-9_]*/;
@@ -44,7 +45,25 @@ a C<_sum>.
 
 C<name{a="x",b="y"}>, labels sorted by name, or the bare name.
 
+=head2 status_page($t, $uri)
+
+GETs the status page of the test's nginx (C<$uri>, C</status> by
+default) and returns it parsed; an answer other than 200, or a page that
+is not well-formed, fails a test.
+
 =cut
+
+sub status_page {
+    my ($t, $uri) = @_;
+    my $res = $t->request(uri => $uri // '/status');
+    my $m = parse_metrics($res->{body} // '');
+
+    if (($res->{status} // 0) != 200 || @{ $m->{errors} }) {
+        fail('the status page is answered and well-formed');
+        diag(join "\n", @{ $m->{errors} }, MdmWatch::Test::describe($res));
+    }
+    return $m;
+}
 
 sub sample_key {
     my ($name, %labels) = @_;
