@@ -17,14 +17,25 @@ use MdmWatch::Message;
 use MdmWatch::Metrics qw(parse_metrics sample_key status_page);
 use MdmWatch::Test;
 
-my $STATUS = <<'END';
+# the phone check knows one phone, not enrolled, and fails for the others
+my $NOT_ENROLLED = '00008110-00000000000000AA';
+my $LOCATIONS = <<"END";
         location = /status {
             mdm_watch_status;
+        }
+
+        location = /phone-check {
+            internal;
+            if (\$mdm_watch_phone_udid = $NOT_ENROLLED) {
+                return 404;
+            }
+            return 502;
         }
 END
 
 my $t = MdmWatch::Test->new->setup(enroll => 'client_max_body_size 4m;',
-    locations => $STATUS);
+    checkin => 'mdm_watch_phone_check /phone-check;',
+    locations => $LOCATIONS);
 my $watch = $t->pki->udid;
 my $other_watch = $t->pki->other_udid;
 my $phone = $MdmWatch::Test::PHONE;
@@ -237,11 +248,25 @@ refused_ok('unsigned', 403, get_token_case(udid => $signed_phone,
     security_token => $st, watch_udid => $watch));
 refused_ok('wrong_identity', 403, get_token_case(udid => $signed_phone,
     security_token => $st, watch_udid => $watch, signer => 'other_phone'));
-refused_ok('unknown_phone', 403, get_token_case(
-    udid => '00008110-00000000000000AA', security_token => $st,
-    watch_udid => $watch));
+refused_ok('unknown_phone', 403, get_token_case(udid => $NOT_ENROLLED,
+    security_token => $st, watch_udid => $watch),
+    case => 'a phone the phone check says is not enrolled');
 refused_ok('unknown_security_token', 403, get_token_case(udid => $phone,
     security_token => MdmWatch::Test::random_uuid(), watch_udid => $watch));
+
+# answers that are not the client's doing
+
+$before = metrics();
+$res = $t->get_token_response(uri => "$checkin?failed=phone-check",
+    udid => '00008110-00000000000000BB', security_token => $st,
+    watch_udid => $watch);
+$after = metrics();
+is($res->{status}, 503, 'a phone check that fails gives 503');
+is_deeply(request_deltas($before, $after),
+    { mdm_watch_unavailable_total => 1 },
+    'it is counted as unavailable, and not as a refusal');
+my $log = $t->access_entry("$checkin?failed=phone-check");
+is($log->{action}, 'unavailable', 'the access log shows unavailable');
 
 # the status page of an nginx that uses no other directive of the module
 

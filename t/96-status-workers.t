@@ -207,4 +207,31 @@ is(value($after, 'mdm_watch_unavailable_total')
 is(value($after, 'mdm_watch_internal_errors_total'), 0,
     'no request was answered 500');
 
+# a Redis whose replies have the wrong type: an internal error
+
+$t->stop_redis;
+$t->start_fake_redis('--mode', 'wrong-type');
+$before = metrics();
+
+my $failed = 0;
+$deadline = time + MdmWatch::Test::slow(5);
+for my $i (1 .. $REQUESTS_MAX) {
+    my $r = $t->enroll(uri => "$enroll?redis=wrong-type",
+        body => $machine_info);
+    if (($r->{status} // 0) == 500) {
+        $failed++;
+        last;
+    }
+    last if time >= $deadline;
+    sleep 0.05;
+}
+$after = metrics();
+
+is($failed, 1, 'a reply of the wrong type to a challenge gives 500');
+is(value($after, 'mdm_watch_internal_errors_total')
+    - value($before, 'mdm_watch_internal_errors_total'), 1,
+    'the 500 is counted as an internal error');
+($line) = grep { /\?redis=wrong-type error$/ } pid_lines();
+ok(defined $line, 'the access log shows the action error');
+
 $t->finish;
