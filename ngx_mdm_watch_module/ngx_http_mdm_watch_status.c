@@ -441,6 +441,8 @@ ngx_http_mdm_watch_status_counters(u_char *p, ngx_http_mdm_watch_counters_t *c)
             continue;
         }
 
+        /* label values are the module's own names: nothing to escape */
+
         for (i = 0; i < f->n; i++) {
             p = ngx_sprintf(p, "%V{%s=\"%V\"} %uA\n",
                             &f->name, f->label, &f->values[i], v[i]);
