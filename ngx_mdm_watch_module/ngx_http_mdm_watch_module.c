@@ -99,6 +99,13 @@ static ngx_command_t  ngx_http_mdm_watch_commands[] = {
       offsetof(ngx_http_mdm_watch_loc_conf_t, checkin),
       NULL },
 
+    { ngx_string("mdm_watch_pairs"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_mdm_watch_pairs,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("mdm_watch_phone_check"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_mdm_watch_phone_check,
@@ -453,6 +460,7 @@ ngx_http_mdm_watch_create_main_conf(ngx_conf_t *cf)
      *     mmcf->token_ttl_text = { 0, NULL };
      *     mmcf->phone_check_valid_text = { 0, NULL };
      *     mmcf->used = 0;
+     *     mmcf->pairs = 0;
      */
 
     mmcf->db = NGX_CONF_UNSET;
@@ -470,6 +478,13 @@ static char *
 ngx_http_mdm_watch_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_mdm_watch_main_conf_t *mmcf = conf;
+
+    if (mmcf->pairs && mmcf->addr.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no \"mdm_watch_redis\" is defined, "
+                           "\"mdm_watch_pairs\" reads the pairs from it");
+        return NGX_CONF_ERROR;
+    }
 
     if (mmcf->addr.len == 0) {
         ngx_str_set(&mmcf->addr, "127.0.0.1:6379");

@@ -18,10 +18,11 @@
 #define NGX_HTTP_MDM_WATCH_REDIS_BACKOFF_MAX  5000
 
 /*
- * the module's commands are answered with a status, an integer or a
- * short string: anything far larger is a broken or hostile peer
+ * the module's commands are answered with a status, an integer, a short
+ * string, or a page of at most 1000 pairs of bounded fields (about
+ * 1.1 MB at most): anything far larger is a broken or hostile peer
  */
-#define NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX   (64 * 1024)
+#define NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX   (2 * 1024 * 1024)
 #define NGX_HTTP_MDM_WATCH_REDIS_STRING_MAX   (16 * 1024)
 #define NGX_HTTP_MDM_WATCH_REDIS_ELEMENTS_MAX 1024
 
@@ -124,7 +125,7 @@ ngx_http_mdm_watch_redis_init_process(ngx_cycle_t *cycle)
 
     mmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_mdm_watch_module);
 
-    if (mmcf == NULL || !mmcf->used) {
+    if (mmcf == NULL || !(mmcf->used || mmcf->pairs)) {
         return NGX_OK;
     }
 
