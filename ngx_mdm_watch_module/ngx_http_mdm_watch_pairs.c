@@ -273,7 +273,7 @@ static char  ngx_http_mdm_watch_pairs_style[] =
     "thead{display:none}\n"
     "table,tbody,tr,td{display:block}\n"
     "tr{border:1px solid #8886;border-radius:.5rem;margin-bottom:.75rem}\n"
-    "td{display:flex;gap:.5rem;border:0}\n"
+    "td{display:flex;gap:.5rem;border:0;padding:.2rem .5rem}\n"
     "td::before{content:attr(data-label);font-weight:600;"
         "min-width:6.5rem;flex:none}\n"
     "}\n";
@@ -1109,7 +1109,7 @@ ngx_http_mdm_watch_pairs_html(ngx_http_request_t *r,
             "</style>\n</head>\n<body>\n<h1>Watch pairs</h1>\n"
             "<form method=\"get\" role=\"search\">"
             "<input id=\"q\" name=\"q\" type=\"search\" "
-            "placeholder=\"Watch or phone UDID, or serial\" "
+            "placeholder=\"UDID or serial\" "
             "aria-label=\"Watch or phone UDID, or serial\" "
             "autocomplete=\"off\" spellcheck=\"false\" value=\"")
            != NGX_OK
@@ -1546,8 +1546,8 @@ ngx_http_mdm_watch_pairs_escape_char(u_char c, ngx_uint_t html, u_char *buf)
     ngx_str_t  *e;
 
     static u_char     hex[] = "0123456789abcdef";
-    /* each: a character, then the entity that stands for it */
 
+    /* each: a character, then the entity that stands for it */
     static ngx_str_t  entities[] = {
         ngx_string("&&amp;"),
         ngx_string("<&lt;"),

@@ -17,7 +17,8 @@ use MdmWatch::Test;
 
 our $VERSION = '1';
 
-our @EXPORT_OK = qw(pair store_pairs remove_pairs get_pairs json_strict);
+our @EXPORT_OK = qw(pair store_pairs remove_pairs get_pairs json_strict
+    sample_pairs);
 
 our $URI = '/pairs';
 
@@ -36,6 +37,10 @@ product, version, os_version, paired_at, state}) into Redis as the
 module does, with both indexes, over one pipelined connection.
 C<remove_pairs($t, @watches)> removes them again, as a watch's
 CheckOut does.
+
+C<sample_pairs> are eight pairs of four phones, as an MDM deployment
+might hold them, one unpaired, for the browser test and the screenshots
+of the page.
 
 C<get_pairs($t, $query, %request)> GETs the pairs location as JSON and
 returns the response and its body parsed by C<json_strict>, a strict
@@ -109,6 +114,35 @@ sub pipeline {
     my @replies = map { MdmWatch::Test::resp_read($reader) } @cmds;
     close $s;
     return \@replies;
+}
+
+sub sample_pairs {
+    my @watches = (
+        ['00008110-001A2B3C4D5E6F01', '00008301-0A1B2C3D4E5F6071',
+         'K9XWT4LQ2M', 'Watch7,1', '10.1'],
+        ['00008110-001A2B3C4D5E6F01', '00008301-0C3D4E5F60718293',
+         'H4PLQ2M8VN', 'Watch6,18', '10.0.1'],
+        ['00008120-002B3C4D5E6F7A02', '00008301-1B2C3D4E5F607182',
+         'F2JWT7XK4P', 'Watch7,3', '10.1'],
+        ['00008120-002B3C4D5E6F7A02', '00008301-2C3D4E5F60718293',
+         'G7MNR3WQ9D', 'Watch7,4', '10.1', 'unpaired'],
+        ['00008120-002B3C4D5E6F7A02', '00008301-3D4E5F6071829304',
+         'L1QTZ8HC5R', 'Watch6,6', '9.6.3'],
+        ['00008130-003C4D5E6F7A8B03', '00008301-4E5F607182930415',
+         'M5VB2KX7TJ', 'Watch7,2', '10.1'],
+        ['00008140-004D5E6F7A8B9C04', '00008301-5F60718293041526',
+         'N8CR4DY6WS', 'Watch6,14', '10.0'],
+        ['00008140-004D5E6F7A8B9C04', '00008301-6071829304152637',
+         'P3HS9FL2QE', 'Watch7,1', '10.1'],
+    );
+    my $i = 0;
+    return map {
+        my ($phone, $watch, $serial, $product, $os, $state) = @$_;
+        { watch => $watch, phone => $phone, serial => $serial,
+          product => $product, os_version => $os,
+          paired_at => 1796400000 + 3600 * 7 * $i++,
+          state => $state // 'paired' }
+    } @watches;
 }
 
 sub json_strict {
