@@ -272,7 +272,8 @@ is_deeply($rows{ $phones[0] },
 is_deeply($rows{ $phones[1] }, ['00008301-0000000000000B01'],
     'the second phone lists its watch');
 is_deeply($rows{$phone}, [$watch], 'the flow\'s phone lists its watch');
-like($res->{body}, qr{<tr class="unpaired" data-search="00008301-0000000000000B01 SER01">},
+like($res->{body},
+    qr{<tr class="unpaired" data-search="00008301-0000000000000B01 SER01">},
     'an unpaired watch is marked, and searchable by UDID and serial');
 like($res->{body}, qr{<meta name="viewport" content="width=device-width},
     'the page has a viewport for phones');
@@ -281,7 +282,8 @@ like($res->{body}, qr{<input id="q" name="q" type="search"},
 unlike($res->{body}, qr{rel="next"}, 'the only page has no next link');
 
 $res = $t->request(uri => '/pairs?limit=2');
-like($res->{body}, qr{<a rel="next" href="\?cursor=[A-Za-z0-9_-]+&amp;limit=2">},
+like($res->{body},
+    qr{<a rel="next" href="\?cursor=[A-Za-z0-9_-]+&amp;limit=2">},
     'a page with more after it links to the next');
 
 $res = $t->request(uri => '/pairs?q=ser02');

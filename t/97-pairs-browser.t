@@ -39,13 +39,12 @@ $b->load($url);
 my $VISIBLE = <<'END';
 (function () {
     var shown = function (e) { return e.getClientRects().length > 0; };
+    var code = function (e) { return e.querySelector('code').textContent; };
     return {
         rows: Array.from(document.querySelectorAll('tbody tr'))
-            .filter(shown)
-            .map(function (tr) { return tr.querySelector('code').textContent; }),
-        groups: Array.from(document.querySelectorAll('section'))
-            .filter(shown)
-            .map(function (s) { return s.querySelector('h2 code').textContent; })
+            .filter(shown).map(code),
+        groups: Array.from(document.querySelectorAll('section h2'))
+            .filter(shown).map(code)
     };
 })()
 END
