@@ -178,6 +178,9 @@ struct ngx_http_mdm_watch_ctx_s {
 
     unsigned                         record:1;
     unsigned                         phone_check_done:1;
+
+    /* a reply of up to 2 MB is expected, as for a page of pairs */
+    unsigned                         large_reply:1;
 };
 
 

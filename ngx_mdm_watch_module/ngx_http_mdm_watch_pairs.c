@@ -378,6 +378,8 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->base.large_reply = 1;
+
     ngx_http_set_ctx(r, &ctx->base, ngx_mdm_watch_module);
 
     rc = ngx_http_mdm_watch_pairs_args(r, ctx);

@@ -6,7 +6,8 @@
 # nothing; 400 for a bad cursor, limit, format or filter; 405 for other
 # methods; JSON or HTML by ?format= and Accept; values Redis holds that
 # would break JSON or HTML; the HTML page grouped by phone; 503 without
-# Redis; and the configuration error without mdm_watch_redis.
+# Redis or with a Redis that answers too much; and the configuration
+# error without mdm_watch_redis.
 
 use strict;
 use warnings;
@@ -306,6 +307,27 @@ $t->stop_redis;
     my ($r2) = get_pairs($t, '');
     is($r2->{headers}{'retry-after'}, '5', 'without Redis: Retry-After');
 }
+
+# a Redis that answers with more than a page of pairs can take: the
+# connection is dropped once 2 MB are buffered, and the answer is 503
+{
+    my $what = 'a Redis answering a page with 4 MB of a 64 MB string';
+    $t->start_fake_redis('--mode', 'oversized', '--announce', 64 << 20,
+        '--send', 4 << 20);
+    my $mark = $t->log_mark;
+    my $deadline = time + MdmWatch::Test::slow(5);
+    my ($r2, $seen);
+    while (!$seen && time < $deadline) {
+        ($r2) = get_pairs($t, 'limit=1000');
+        $seen = substr($t->error_log, $mark)
+            =~ /reply larger than 2097152 bytes/;
+        select undef, undef, undef, 0.05 unless $seen;
+    }
+    ok($seen, "$what: the error log says the reply was too large");
+    is($r2->{status}, 503, "$what: 503");
+    $t->stop_redis;
+}
+
 $t->start_redis;
 
 # 7. the configuration
