@@ -114,9 +114,15 @@ static ngx_int_t ngx_http_mdm_watch_pairs_read_pair(ngx_pool_t *pool,
     redisReply *reply, ngx_http_mdm_watch_pair_t *pair);
 static ngx_int_t ngx_http_mdm_watch_pairs_time(ngx_pool_t *pool,
     ngx_str_t *t);
-static ngx_int_t ngx_http_mdm_watch_pairs_json(ngx_http_request_t *r,
+static ngx_int_t ngx_http_mdm_watch_pairs_json(
     ngx_http_mdm_watch_pairs_ctx_t *ctx, ngx_http_mdm_watch_pairs_out_t *out);
-static ngx_int_t ngx_http_mdm_watch_pairs_html(ngx_http_request_t *r,
+static ngx_int_t ngx_http_mdm_watch_pairs_html(
+    ngx_http_mdm_watch_pairs_ctx_t *ctx, ngx_http_mdm_watch_pairs_out_t *out);
+static ngx_int_t ngx_http_mdm_watch_pairs_html_head(
+    ngx_http_mdm_watch_pairs_ctx_t *ctx, ngx_http_mdm_watch_pairs_out_t *out);
+static ngx_int_t ngx_http_mdm_watch_pairs_html_groups(
+    ngx_http_mdm_watch_pairs_ctx_t *ctx, ngx_http_mdm_watch_pairs_out_t *out);
+static ngx_int_t ngx_http_mdm_watch_pairs_html_tail(
     ngx_http_mdm_watch_pairs_ctx_t *ctx, ngx_http_mdm_watch_pairs_out_t *out);
 static ngx_int_t ngx_http_mdm_watch_pairs_html_pair(
     ngx_http_mdm_watch_pairs_out_t *out, ngx_http_mdm_watch_pair_t *pair);
@@ -379,14 +385,18 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
     }
 
     ctx->base.large_reply = 1;
+    ctx->error = "internal error";
 
     ngx_http_set_ctx(r, &ctx->base, ngx_mdm_watch_module);
 
     rc = ngx_http_mdm_watch_pairs_args(r, ctx);
 
-    if (rc != NGX_OK) {
+    if (rc == NGX_HTTP_BAD_REQUEST) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "mdm watch: pairs request refused: %s", ctx->error);
+    }
+
+    if (rc != NGX_OK) {
         return ngx_http_mdm_watch_pairs_error(r, ctx, rc);
     }
 
@@ -768,14 +778,13 @@ ngx_http_mdm_watch_pairs_reply(ngx_http_request_t *r,
         return;
     }
 
-    rc = ngx_http_mdm_watch_pairs_read(r, ctx, reply);
+    if (ngx_http_mdm_watch_pairs_read(r, ctx, reply) != NGX_OK) {
+        rc = ngx_http_mdm_watch_pairs_error(r, ctx,
+                                            NGX_HTTP_INTERNAL_SERVER_ERROR);
 
-    if (rc != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    if (ctx->filter != NGX_HTTP_MDM_WATCH_PAIRS_ALL && ctx->pairs.nelts == 0) {
+    } else if (ctx->filter != NGX_HTTP_MDM_WATCH_PAIRS_ALL
+               && ctx->pairs.nelts == 0)
+    {
         ctx->error = "no pair matches";
         rc = ngx_http_mdm_watch_pairs_error(r, ctx, NGX_HTTP_NOT_FOUND);
 
@@ -954,10 +963,10 @@ ngx_http_mdm_watch_pairs_respond(ngx_http_request_t *r,
     out.last = &out.first;
 
     if (ctx->json) {
-        rc = ngx_http_mdm_watch_pairs_json(r, ctx, &out);
+        rc = ngx_http_mdm_watch_pairs_json(ctx, &out);
 
     } else {
-        rc = ngx_http_mdm_watch_pairs_html(r, ctx, &out);
+        rc = ngx_http_mdm_watch_pairs_html(ctx, &out);
     }
 
     if (rc != NGX_OK) {
@@ -1010,8 +1019,8 @@ ngx_http_mdm_watch_pairs_error(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_mdm_watch_pairs_json(ngx_http_request_t *r,
-    ngx_http_mdm_watch_pairs_ctx_t *ctx, ngx_http_mdm_watch_pairs_out_t *out)
+ngx_http_mdm_watch_pairs_json(ngx_http_mdm_watch_pairs_ctx_t *ctx,
+    ngx_http_mdm_watch_pairs_out_t *out)
 {
     ngx_str_t                         *v;
     ngx_uint_t                         i;
@@ -1088,15 +1097,24 @@ ngx_http_mdm_watch_pairs_json(ngx_http_request_t *r,
  */
 
 static ngx_int_t
-ngx_http_mdm_watch_pairs_html(ngx_http_request_t *r,
-    ngx_http_mdm_watch_pairs_ctx_t *ctx, ngx_http_mdm_watch_pairs_out_t *out)
+ngx_http_mdm_watch_pairs_html(ngx_http_mdm_watch_pairs_ctx_t *ctx,
+    ngx_http_mdm_watch_pairs_out_t *out)
 {
-    u_char                     *p;
-    ngx_str_t                  *phone, *prev;
-    ngx_uint_t                  i;
-    ngx_http_mdm_watch_pair_t  *pair;
-    u_char                      limit[NGX_INT_T_LEN];
+    if (ngx_http_mdm_watch_pairs_html_head(ctx, out) != NGX_OK
+        || ngx_http_mdm_watch_pairs_html_groups(ctx, out) != NGX_OK
+        || ngx_http_mdm_watch_pairs_html_tail(ctx, out) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_mdm_watch_pairs_html_head(ngx_http_mdm_watch_pairs_ctx_t *ctx,
+    ngx_http_mdm_watch_pairs_out_t *out)
+{
     if (ngx_http_mdm_watch_pairs_literal(out,
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
             "<meta charset=\"utf-8\">\n"
@@ -1123,12 +1141,24 @@ ngx_http_mdm_watch_pairs_html(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ctx->pairs.nelts == 0
-        && ngx_http_mdm_watch_pairs_literal(out, "<p>No pairs found.</p>\n")
-           != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (ctx->pairs.nelts == 0) {
+        return ngx_http_mdm_watch_pairs_literal(out,
+                                                "<p>No pairs found.</p>\n");
     }
+
+    return NGX_OK;
+}
+
+
+/* a section per phone, with a table of its watches */
+
+static ngx_int_t
+ngx_http_mdm_watch_pairs_html_groups(ngx_http_mdm_watch_pairs_ctx_t *ctx,
+    ngx_http_mdm_watch_pairs_out_t *out)
+{
+    ngx_str_t                  *phone, *prev;
+    ngx_uint_t                  i;
+    ngx_http_mdm_watch_pair_t  *pair;
 
     pair = ctx->pairs.elts;
 
@@ -1171,13 +1201,23 @@ ngx_http_mdm_watch_pairs_html(ngx_http_request_t *r,
         }
     }
 
-    if (prev
-        && ngx_http_mdm_watch_pairs_literal(out,
-               "</tbody></table></section>\n")
-           != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (prev) {
+        return ngx_http_mdm_watch_pairs_literal(out,
+                                              "</tbody></table></section>\n");
     }
+
+    return NGX_OK;
+}
+
+
+/* the link to the next page, if any, and the script */
+
+static ngx_int_t
+ngx_http_mdm_watch_pairs_html_tail(ngx_http_mdm_watch_pairs_ctx_t *ctx,
+    ngx_http_mdm_watch_pairs_out_t *out)
+{
+    u_char  *p;
+    u_char   limit[NGX_INT_T_LEN];
 
     if (ctx->next.data) {
         p = ngx_sprintf(limit, "%ui", ctx->limit);

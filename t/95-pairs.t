@@ -328,6 +328,25 @@ $t->stop_redis;
     $t->stop_redis;
 }
 
+# a Redis whose script answers something else than pairs
+{
+    my $what = 'a Redis answering an integer to the page script';
+    $t->start_fake_redis('--mode', 'normal', '--eval-reply', 1);
+    my $mark = $t->log_mark;
+    my $deadline = time + MdmWatch::Test::slow(5);
+    my ($r2, $j2);
+    while (time < $deadline) {
+        ($r2, $j2) = get_pairs($t, '');
+        last if ($r2->{status} // 0) != 503;
+        select undef, undef, undef, 0.05;
+    }
+    is($r2->{status}, 500, "$what: 500");
+    ok(defined $j2->{error}, "$what: {\"error\": ...}");
+    $t->log_like(qr/\[error\][^\n]*unexpected redis reply[^\n]*pairs/,
+        "$what: the error log says what came", $mark);
+    $t->stop_redis;
+}
+
 $t->start_redis;
 
 # 7. the configuration
