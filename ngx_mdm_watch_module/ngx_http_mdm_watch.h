@@ -90,6 +90,7 @@ typedef struct {
     ngx_flag_t                       enroll;
     ngx_flag_t                       checkin;
     ngx_str_t                        phone_check;
+    ngx_uint_t                       pairs;
 } ngx_http_mdm_watch_loc_conf_t;
 
 

@@ -578,6 +578,7 @@ ngx_http_mdm_watch_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     mlcf->phone_check = { 0, NULL };
+     *     mlcf->pairs = 0;
      */
 
     mlcf->enroll = NGX_CONF_UNSET;
@@ -831,7 +832,7 @@ ngx_http_mdm_watch_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    if (mlcf->enroll == 1 || mlcf->checkin == 1) {
+    if (mlcf->enroll == 1 || mlcf->checkin == 1 || mlcf->pairs) {
         return "cannot be combined with another mdm_watch location "
                "directive in one location";
     }

@@ -320,9 +320,7 @@ ngx_http_mdm_watch_pairs(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_core_loc_conf_t        *clcf;
     ngx_http_mdm_watch_main_conf_t  *mmcf;
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-    if (clcf->handler == ngx_http_mdm_watch_pairs_handler) {
+    if (mlcf->pairs) {
         return "is duplicate";
     }
 
@@ -331,6 +329,9 @@ ngx_http_mdm_watch_pairs(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                "directive in one location";
     }
 
+    mlcf->pairs = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_mdm_watch_pairs_handler;
 
     mmcf = ngx_http_conf_get_module_main_conf(cf, ngx_mdm_watch_module);

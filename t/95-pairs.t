@@ -372,6 +372,22 @@ END
     ($code, $out) = $c->nginx_test;
     like($out, qr/"mdm_watch_pairs" directive is duplicate/,
         'mdm_watch_pairs twice in a location is refused');
+
+    for my $other (qw(mdm_watch_enroll mdm_watch_checkin)) {
+        for my $order ([$other, 'mdm_watch_pairs'],
+                       ['mdm_watch_pairs', $other])
+        {
+            $c->write_config($c->default_http(locations => <<"END"));
+        location = /pairs {
+            $order->[0];
+            $order->[1];
+        }
+END
+            ($code, $out) = $c->nginx_test;
+            like($out, qr/"$order->[1]" directive cannot be combined/,
+                "$order->[1] after $order->[0] in a location is refused");
+        }
+    }
 }
 
 $t->finish;
