@@ -98,7 +98,10 @@ sub walk {
             $removed_at{$w} = $page;
             remove_pairs($t, $w);
         }
-        my @new = map { make_pair(int(rand($COUNT * 4)) | 1, $long) } 1 .. 5;
+        # new watches only: one removed stays removed
+        my @new = grep { !$live{ $_->{watch} }
+                         && !exists $removed_at{ $_->{watch} } }
+            map { make_pair(int(rand($COUNT * 4)) | 1, $long) } 1 .. 5;
         store_pairs($t, @new);
         $live{ $_->{watch} } = 1 for @new;
     }
