@@ -3,6 +3,7 @@
 #   make          build build/ngx_mdm_watch_module.so
 #   make deps     install the Debian packages it needs
 #   make demo     run the whole pairing flow on loopback
+#   make screenshots  write docs/pairs.png and docs/pairs-desktop.png
 #   make test     run the test suite, under the sanitizers too, and
 #                 each fuzz target briefly (make check: the suite alone)
 #
@@ -14,11 +15,15 @@ SOURCES =	config $(wildcard ngx_mdm_watch_module/*.c) \
 		$(wildcard ngx_mdm_watch_module/*.h)
 
 PACKAGES =	gcc make perl openssl nginx nginx-dev libplist-dev \
-		libplist-utils libhiredis-dev libssl-dev redis-server
+		libplist-utils libhiredis-dev libssl-dev redis-server \
+		$(BROWSER_PACKAGES)
+
+# the browser test of the pairs page, and its screenshots
+BROWSER_PACKAGES =	chromium
 
 export NGINX_SRC BUILD
 
-.PHONY: all deps demo test check clean
+.PHONY: all deps demo test check screenshots clean
 
 all: $(MODULE)
 
@@ -37,6 +42,9 @@ test: check test-asan fuzz-smoke
 
 check: deps $(MODULE)
 	prove -r t/
+
+screenshots: deps $(MODULE)
+	@tools/pairs-screenshots
 
 clean:
 	rm -rf $(BUILD)

@@ -31,6 +31,23 @@
 #define NGX_HTTP_MDM_WATCH_KEY_PHONE           "mdm_watch:phone:"
 #define NGX_HTTP_MDM_WATCH_KEY_DEVICE          "mdm_watch:device:"
 #define NGX_HTTP_MDM_WATCH_KEY_PHONE_CHECK     "mdm_watch:phone_check:"
+#define NGX_HTTP_MDM_WATCH_KEY_PAIRS           "mdm_watch:pairs"
+#define NGX_HTTP_MDM_WATCH_KEY_SERIAL          "mdm_watch:serial:"
+
+
+/*
+ * a Lua function for the scripts that replace or remove a pair: the
+ * serial index entry of the pair at key "pair" goes if it names "watch"
+ */
+#define NGX_HTTP_MDM_WATCH_LUA_UNINDEX_SERIAL                                 \
+    "local function unindex_serial(pair, watch, prefix) "                     \
+        "local serial = redis.call('HGET', pair, 'serial') "                  \
+        "if not serial or serial == '' then return end "                      \
+        "local key = prefix .. string.upper(serial) "                         \
+        "if redis.call('GET', key) == watch then "                            \
+            "redis.call('DEL', key) "                                         \
+        "end "                                                                \
+    "end "
 
 
 /* a string received, compared with a literal */
@@ -69,6 +86,7 @@ typedef struct {
     /* the counters, made once a location uses the module or its status */
     ngx_shm_zone_t                  *counters;
     ngx_uint_t                       status;
+    ngx_uint_t                       pairs;
 } ngx_http_mdm_watch_main_conf_t;
 
 
@@ -76,6 +94,7 @@ typedef struct {
     ngx_flag_t                       enroll;
     ngx_flag_t                       checkin;
     ngx_str_t                        phone_check;
+    ngx_uint_t                       pairs;
 } ngx_http_mdm_watch_loc_conf_t;
 
 
@@ -231,6 +250,9 @@ struct ngx_http_mdm_watch_ctx_s {
 
     unsigned                         record:1;
     unsigned                         phone_check_done:1;
+
+    /* a reply of up to 2 MB is expected, as for a page of pairs */
+    unsigned                         large_reply:1;
 };
 
 
@@ -312,6 +334,11 @@ ngx_int_t ngx_http_mdm_watch_registry_checkin(ngx_http_request_t *r,
 ngx_int_t ngx_http_mdm_watch_sender(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx, ngx_str_t *body);
 ngx_int_t ngx_http_mdm_watch_registry_init(ngx_conf_t *cf);
+
+/* the administrators' view of the pairs */
+
+char *ngx_http_mdm_watch_pairs(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* Redis */
 

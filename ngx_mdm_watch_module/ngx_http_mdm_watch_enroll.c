@@ -31,22 +31,30 @@ static void ngx_http_mdm_watch_challenge_reply(ngx_http_request_t *r,
 
 /*
  * consumes a pairing token and records the pair it proves, atomically;
- * a watch paired again with another phone leaves the old phone's set
+ * a watch paired again with another phone leaves the old phone's set;
+ * the pair goes into the index of all pairs, and its serial, in upper
+ * case, into the serial index, where it replaces its previous serial
  */
 
 static char  ngx_http_mdm_watch_consume_script[] =
+    NGX_HTTP_MDM_WATCH_LUA_UNINDEX_SERIAL
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end "
     "redis.call('DEL', KEYS[1]) "
     "local old = redis.call('HGET', KEYS[2], 'phone_udid') "
     "if old and old ~= ARGV[3] then "
         "redis.call('SREM', ARGV[9] .. old, ARGV[2]) "
     "end "
+    "unindex_serial(KEYS[2], ARGV[2], ARGV[11]) "
     "redis.call('DEL', KEYS[2]) "
     "redis.call('HSET', KEYS[2], 'watch_udid', ARGV[2], "
         "'phone_udid', ARGV[3], 'serial', ARGV[4], 'product', ARGV[5], "
         "'version', ARGV[6], 'os_version', ARGV[7], 'paired_at', ARGV[8], "
         "'state', 'paired') "
     "redis.call('SADD', KEYS[3], ARGV[2]) "
+    "redis.call('ZADD', ARGV[10], 0, ARGV[2]) "
+    "if ARGV[4] ~= '' then "
+        "redis.call('SET', ARGV[11] .. string.upper(ARGV[4]), ARGV[2]) "
+    "end "
     "return 1";
 
 
@@ -251,10 +259,10 @@ static ngx_int_t
 ngx_http_mdm_watch_consume(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)
 {
-    size_t                               argvlen[15];
+    size_t                               argvlen[17];
     ngx_str_t                            token_key, pair_key, phone_key;
     ngx_str_t                            value, paired_at;
-    const char                          *argv[15];
+    const char                          *argv[17];
     ngx_http_mdm_watch_machine_info_t   *mi;
     ngx_http_mdm_watch_pairing_token_t  *pt;
 
@@ -314,10 +322,14 @@ ngx_http_mdm_watch_consume(ngx_http_request_t *r,
     argvlen[13] = paired_at.len;
     argv[14] = NGX_HTTP_MDM_WATCH_KEY_PHONE;
     argvlen[14] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PHONE) - 1;
+    argv[15] = NGX_HTTP_MDM_WATCH_KEY_PAIRS;
+    argvlen[15] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PAIRS) - 1;
+    argv[16] = NGX_HTTP_MDM_WATCH_KEY_SERIAL;
+    argvlen[16] = sizeof(NGX_HTTP_MDM_WATCH_KEY_SERIAL) - 1;
 
     return ngx_http_mdm_watch_redis_call(r, ctx,
                                          ngx_http_mdm_watch_consume_reply,
-                                         15, argv, argvlen);
+                                         17, argv, argvlen);
 }
 
 

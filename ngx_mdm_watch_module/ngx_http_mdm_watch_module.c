@@ -99,6 +99,13 @@ static ngx_command_t  ngx_http_mdm_watch_commands[] = {
       offsetof(ngx_http_mdm_watch_loc_conf_t, checkin),
       NULL },
 
+    { ngx_string("mdm_watch_pairs"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_mdm_watch_pairs,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("mdm_watch_phone_check"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_mdm_watch_phone_check,
@@ -515,6 +522,7 @@ ngx_http_mdm_watch_create_main_conf(ngx_conf_t *cf)
      *     mmcf->used = 0;
      *     mmcf->counters = NULL;
      *     mmcf->status = 0;
+     *     mmcf->pairs = 0;
      */
 
     mmcf->db = NGX_CONF_UNSET;
@@ -532,6 +540,13 @@ static char *
 ngx_http_mdm_watch_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_mdm_watch_main_conf_t *mmcf = conf;
+
+    if (mmcf->pairs && mmcf->addr.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no \"mdm_watch_redis\" is defined, "
+                           "\"mdm_watch_pairs\" reads the pairs from it");
+        return NGX_CONF_ERROR;
+    }
 
     if (mmcf->addr.len == 0) {
         ngx_str_set(&mmcf->addr, "127.0.0.1:6379");
@@ -625,6 +640,7 @@ ngx_http_mdm_watch_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     mlcf->phone_check = { 0, NULL };
+     *     mlcf->pairs = 0;
      */
 
     mlcf->enroll = NGX_CONF_UNSET;
@@ -878,7 +894,7 @@ ngx_http_mdm_watch_location(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
-    if (mlcf->enroll == 1 || mlcf->checkin == 1) {
+    if (mlcf->enroll == 1 || mlcf->checkin == 1 || mlcf->pairs) {
         return "cannot be combined with another mdm_watch location "
                "directive in one location";
     }

@@ -19,9 +19,12 @@
 
 /*
  * the module's commands are answered with a status, an integer or a
- * short string: anything far larger is a broken or hostile peer
+ * short string: anything far larger is a broken or hostile peer; a page
+ * of pairs, at most 1000 pairs of fields cut to 128 bytes, takes up to
+ * about 1.1 MB
  */
 #define NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX   (64 * 1024)
+#define NGX_HTTP_MDM_WATCH_REDIS_LARGE_MAX    (2 * 1024 * 1024)
 #define NGX_HTTP_MDM_WATCH_REDIS_STRING_MAX   (16 * 1024)
 #define NGX_HTTP_MDM_WATCH_REDIS_ELEMENTS_MAX 1024
 
@@ -68,6 +71,7 @@ typedef struct {
     ngx_str_t                         udid;
 
     uint64_t                          start;
+    unsigned                          large_reply:1;
 } ngx_http_mdm_watch_redis_cmd_t;
 
 
@@ -86,6 +90,8 @@ static void ngx_http_mdm_watch_redis_setup_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_mdm_watch_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_mdm_watch_redis_read_handler(ngx_event_t *rev);
+static size_t ngx_http_mdm_watch_redis_buffer_max(
+    ngx_http_mdm_watch_redis_t *redis);
 static void ngx_http_mdm_watch_redis_write_handler(ngx_event_t *wev);
 static void ngx_http_mdm_watch_redis_add_read(void *data);
 static void ngx_http_mdm_watch_redis_del_read(void *data);
@@ -126,7 +132,7 @@ ngx_http_mdm_watch_redis_init_process(ngx_cycle_t *cycle)
 
     mmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_mdm_watch_module);
 
-    if (mmcf == NULL || !mmcf->used) {
+    if (mmcf == NULL || !(mmcf->used || mmcf->pairs)) {
         return NGX_OK;
     }
 
@@ -213,6 +219,7 @@ ngx_http_mdm_watch_redis_command(ngx_http_request_t *r,
     cmd->handler = handler;
     cmd->cleanup = cln;
     cmd->start = ngx_http_mdm_watch_usec();
+    cmd->large_reply = ctx->large_reply;
 
     cln->handler = ngx_http_mdm_watch_redis_detach;
     cln->data = cmd;
@@ -592,6 +599,7 @@ ngx_http_mdm_watch_redis_connect_timeout(ngx_event_t *ev)
 static void
 ngx_http_mdm_watch_redis_read_handler(ngx_event_t *rev)
 {
+    size_t                       max;
     ngx_connection_t            *c;
     ngx_http_mdm_watch_redis_t  *redis;
 
@@ -604,18 +612,39 @@ ngx_http_mdm_watch_redis_read_handler(ngx_event_t *rev)
 
     /* hiredis buffers a whole bulk reply, whatever length it announces */
 
-    if (redis->ac->c.reader->len - redis->ac->c.reader->pos
-        > NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX)
-    {
+    max = ngx_http_mdm_watch_redis_buffer_max(redis);
+
+    if (redis->ac->c.reader->len - redis->ac->c.reader->pos > max) {
         ngx_log_error(NGX_LOG_ERR, redis->log, 0,
                       "mdm watch: redis at \"%V\" sent a reply larger "
-                      "than %d bytes, connection closed",
-                      &redis->conf->addr, NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX);
+                      "than %uz bytes, connection closed",
+                      &redis->conf->addr, max);
         ngx_http_mdm_watch_redis_close(redis);
         return;
     }
 
     redisAsyncHandleRead(redis->ac);
+}
+
+
+/* the reply being read is that of the oldest command waiting */
+
+static size_t
+ngx_http_mdm_watch_redis_buffer_max(ngx_http_mdm_watch_redis_t *redis)
+{
+    redisCallback                   *cb;
+    ngx_http_mdm_watch_redis_cmd_t  *cmd;
+
+    cb = redis->ac->replies.head;
+
+    if (cb == NULL || cb->fn != ngx_http_mdm_watch_redis_reply) {
+        return NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX;
+    }
+
+    cmd = cb->privdata;
+
+    return cmd->large_reply ? NGX_HTTP_MDM_WATCH_REDIS_LARGE_MAX
+                            : NGX_HTTP_MDM_WATCH_REDIS_BUFFER_MAX;
 }
 
 

@@ -58,19 +58,22 @@ static char  ngx_http_mdm_watch_record_script[] =
 
 /*
  * a device checked out: its record and the phone check's answer about it
- * go; a watch leaves its pair and its phone's set; a phone's watches are
- * marked unpaired; the number of watches marked is returned.  A device
- * with a certificate on record checks out only by a message it signed:
- * -1 otherwise, and nothing changes.
+ * go; a watch leaves its pair, its phone's set and the indexes of pairs;
+ * a phone's watches are marked unpaired; the number of watches marked is
+ * returned.  A device with a certificate on record checks out only by a
+ * message it signed: -1 otherwise, and nothing changes.
  */
 
 static char  ngx_http_mdm_watch_check_out_script[] =
+    NGX_HTTP_MDM_WATCH_LUA_UNINDEX_SERIAL
     "local id = redis.call('HGET', KEYS[1], 'identity') "
     "if id and id ~= '' and id ~= ARGV[4] then return -1 end "
     "redis.call('DEL', KEYS[1], KEYS[4]) "
     "local phone = redis.call('HGET', KEYS[2], 'phone_udid') "
     "if phone then "
         "redis.call('SREM', ARGV[2] .. phone, ARGV[1]) "
+        "unindex_serial(KEYS[2], ARGV[1], ARGV[6]) "
+        "redis.call('ZREM', ARGV[5], ARGV[1]) "
         "redis.call('DEL', KEYS[2]) "
     "end "
     "local n = 0 "
@@ -422,9 +425,9 @@ static void
 ngx_http_mdm_watch_check_out(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx)
 {
-    size_t       argvlen[11];
+    size_t       argvlen[13];
     ngx_str_t    device_key, pair_key, phone_key, check_key;
-    const char  *argv[11];
+    const char  *argv[13];
 
     if (ngx_http_mdm_watch_key(r->pool, NGX_HTTP_MDM_WATCH_KEY_DEVICE,
                                &ctx->device, &device_key)
@@ -465,10 +468,14 @@ ngx_http_mdm_watch_check_out(ngx_http_request_t *r,
     argvlen[9] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PAIR) - 1;
     argv[10] = (char *) ctx->identity.data;
     argvlen[10] = ctx->identity.len;
+    argv[11] = NGX_HTTP_MDM_WATCH_KEY_PAIRS;
+    argvlen[11] = sizeof(NGX_HTTP_MDM_WATCH_KEY_PAIRS) - 1;
+    argv[12] = NGX_HTTP_MDM_WATCH_KEY_SERIAL;
+    argvlen[12] = sizeof(NGX_HTTP_MDM_WATCH_KEY_SERIAL) - 1;
 
     (void) ngx_http_mdm_watch_redis_background(r->connection->log,
                                           ngx_http_mdm_watch_check_out_reply,
-                                          &ctx->device, 11, argv, argvlen);
+                                          &ctx->device, 13, argv, argvlen);
 }
 
 
