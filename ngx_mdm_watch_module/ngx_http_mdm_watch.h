@@ -256,6 +256,67 @@ struct ngx_http_mdm_watch_ctx_s {
 };
 
 
+/* the fields of a pair, in the order the scripts return them */
+
+enum {
+    NGX_HTTP_MDM_WATCH_PAIR_MEMBER = 0,
+    NGX_HTTP_MDM_WATCH_PAIR_WATCH,
+    NGX_HTTP_MDM_WATCH_PAIR_PHONE,
+    NGX_HTTP_MDM_WATCH_PAIR_SERIAL,
+    NGX_HTTP_MDM_WATCH_PAIR_PRODUCT,
+    NGX_HTTP_MDM_WATCH_PAIR_OS_VERSION,
+    NGX_HTTP_MDM_WATCH_PAIR_PAIRED_AT,
+    NGX_HTTP_MDM_WATCH_PAIR_STATE,
+    NGX_HTTP_MDM_WATCH_PAIR_FIELDS
+};
+
+
+typedef enum {
+    NGX_HTTP_MDM_WATCH_PAIRS_ALL = 0,
+    NGX_HTTP_MDM_WATCH_PAIRS_WATCH,
+    NGX_HTTP_MDM_WATCH_PAIRS_PHONE,
+    NGX_HTTP_MDM_WATCH_PAIRS_SERIAL,
+    NGX_HTTP_MDM_WATCH_PAIRS_ANY
+} ngx_http_mdm_watch_pairs_filter_e;
+
+
+/* a pair as read from Redis; data == NULL: the field is absent */
+
+typedef struct {
+    ngx_str_t                           field[NGX_HTTP_MDM_WATCH_PAIR_FIELDS];
+} ngx_http_mdm_watch_pair_t;
+
+
+typedef struct {
+    /* first: the Redis layer hands this back as the module's context */
+    ngx_http_mdm_watch_ctx_t            base;
+
+    ngx_http_mdm_watch_pairs_filter_e   filter;
+    ngx_str_t                           id;
+    ngx_str_t                           q;
+    ngx_str_t                           start;
+    ngx_uint_t                          limit;
+    const char                         *error;
+
+    ngx_array_t                         pairs;
+    ngx_str_t                           next;
+
+    unsigned                            json:1;
+} ngx_http_mdm_watch_pairs_ctx_t;
+
+
+/* the answer, written into a chain of pool buffers */
+
+typedef struct {
+    ngx_pool_t                         *pool;
+    ngx_chain_t                        *first;
+    ngx_chain_t                       **last;
+    ngx_buf_t                          *buf;
+    off_t                               size;
+} ngx_http_mdm_watch_pairs_out_t;
+
+
+
 /* the module and its configuration */
 
 extern ngx_module_t  ngx_mdm_watch_module;
@@ -339,6 +400,15 @@ ngx_int_t ngx_http_mdm_watch_registry_init(ngx_conf_t *cf);
 
 char *ngx_http_mdm_watch_pairs(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_int_t ngx_http_mdm_watch_pairs_json(ngx_http_mdm_watch_pairs_ctx_t *ctx,
+    ngx_http_mdm_watch_pairs_out_t *out);
+ngx_int_t ngx_http_mdm_watch_pairs_json_error(
+    ngx_http_mdm_watch_pairs_out_t *out, const char *error);
+ngx_int_t ngx_http_mdm_watch_pairs_html(ngx_http_mdm_watch_pairs_ctx_t *ctx,
+    ngx_http_mdm_watch_pairs_out_t *out);
+ngx_int_t ngx_http_mdm_watch_pairs_csp_init(ngx_conf_t *cf);
+
+extern ngx_str_t  ngx_http_mdm_watch_pairs_csp;
 
 /* Redis */
 
