@@ -12,6 +12,7 @@
 
 
 static ngx_uint_t ngx_http_mdm_watch_is_checkin(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_mdm_watch_message_type_valid(ngx_str_t *type);
 static void ngx_http_mdm_watch_checkin_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mdm_watch_checkin(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
@@ -146,6 +147,32 @@ ngx_http_mdm_watch_is_checkin(ngx_http_request_t *r)
 }
 
 
+/* a MessageType as Apple names them: letters, digits, "." and "_" */
+
+static ngx_uint_t
+ngx_http_mdm_watch_message_type_valid(ngx_str_t *type)
+{
+    u_char  c;
+    size_t  i;
+
+    if (type->len == 0 || type->len > NGX_HTTP_MDM_WATCH_MESSAGE_TYPE_MAX) {
+        return 0;
+    }
+
+    for (i = 0; i < type->len; i++) {
+        c = type->data[i];
+
+        if ((c < '0' || c > '9') && (c < 'A' || c > 'Z')
+            && (c < 'a' || c > 'z') && c != '.' && c != '_')
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 static void
 ngx_http_mdm_watch_checkin_body_handler(ngx_http_request_t *r)
 {
@@ -197,7 +224,14 @@ ngx_http_mdm_watch_checkin(ngx_http_request_t *r, ngx_http_mdm_watch_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    ctx->message_type = ci->message_type;
+    /*
+     * $mdm_watch_message_type may go into a header to the MDM server:
+     * a MessageType that no device sends leaves it empty
+     */
+
+    if (ngx_http_mdm_watch_message_type_valid(&ci->message_type)) {
+        ctx->message_type = ci->message_type;
+    }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "mdm watch checkin: \"%V\"", &ci->message_type);

@@ -934,6 +934,19 @@ ngx_http_mdm_watch_phone_check(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    /* the location checked gets the UDID as $mdm_watch_phone_udid */
+
+    if (ngx_strlchr(value[1].data, value[1].data + value[1].len, '$')
+        != NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"mdm_watch_phone_check\" takes a fixed URI, "
+                           "\"%V\" has a variable; use "
+                           "$mdm_watch_phone_udid in the location it names",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
     mlcf->phone_check = value[1];
 
     return NGX_CONF_OK;

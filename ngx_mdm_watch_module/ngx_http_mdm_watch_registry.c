@@ -57,6 +57,25 @@ static char  ngx_http_mdm_watch_record_script[] =
 
 
 /*
+ * the watches of a device that checks out, for $mdm_watch_paired_udids:
+ * how many there are, then the first ARGV[1] of them in byte order;
+ * only members shaped as UDIDs count, as only they can go in a header
+ */
+
+static char  ngx_http_mdm_watch_paired_script[] =
+    "local ws = redis.call('SMEMBERS', KEYS[1]) "
+    "local out = {0} "
+    "table.sort(ws) "
+    "for _, w in ipairs(ws) do "
+        "if #w <= 64 and not string.find(w, '[^%w%-]') then "
+            "out[1] = out[1] + 1 "
+            "if #out <= tonumber(ARGV[1]) then out[#out + 1] = w end "
+        "end "
+    "end "
+    "return out";
+
+
+/*
  * a device checked out: its record and the phone check's answer about it
  * go; a watch leaves its pair, its phone's set and the indexes of pairs;
  * a phone's watches are marked unpaired; the number of watches marked is
@@ -176,10 +195,10 @@ ngx_int_t
 ngx_http_mdm_watch_registry_checkin(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx, ngx_str_t *body)
 {
-    size_t         argvlen[2];
+    size_t         argvlen[5];
     ngx_int_t      rc;
     ngx_str_t      key;
-    const char    *argv[2];
+    const char    *argv[5];
 
     if (ctx->checkin.udid.data == NULL
         || ngx_http_mdm_watch_udid_canonical(r->pool, &ctx->checkin.udid,
@@ -213,14 +232,20 @@ ngx_http_mdm_watch_registry_checkin(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    argv[0] = "SMEMBERS";
-    argvlen[0] = sizeof("SMEMBERS") - 1;
-    argv[1] = (char *) key.data;
-    argvlen[1] = key.len;
+    argv[0] = "EVAL";
+    argvlen[0] = sizeof("EVAL") - 1;
+    argv[1] = ngx_http_mdm_watch_paired_script;
+    argvlen[1] = sizeof(ngx_http_mdm_watch_paired_script) - 1;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (char *) key.data;
+    argvlen[3] = key.len;
+    argv[4] = NGX_HTTP_MDM_WATCH_PAIRED_MAX_TEXT;
+    argvlen[4] = sizeof(NGX_HTTP_MDM_WATCH_PAIRED_MAX_TEXT) - 1;
 
     rc = ngx_http_mdm_watch_redis_command(r, ctx,
                                           ngx_http_mdm_watch_paired_reply,
-                                          2, argv, argvlen);
+                                          5, argv, argvlen);
 
     /* a CheckOut is never refused: without Redis it goes on as it is */
 
@@ -233,42 +258,41 @@ ngx_http_mdm_watch_paired_reply(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx, redisReply *reply)
 {
     u_char      *p;
-    size_t       len, i, j;
-    redisReply  *e, *t;
+    size_t       len, i;
+    redisReply  *e;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements == 0)
+        || reply->elements == 0
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
     {
         ngx_http_mdm_watch_finalize(r, ctx, NGX_DECLINED);
         return;
     }
 
-    /* sorted, so that the header does not depend on Redis's order */
-
-    for (i = 1; i < reply->elements; i++) {
-        for (j = i; j > 0; j--) {
-            e = reply->element[j - 1];
-            t = reply->element[j];
-
-            if (e->type != REDIS_REPLY_STRING || t->type != REDIS_REPLY_STRING
-                || ngx_memn2cmp((u_char *) e->str, (u_char *) t->str,
-                                e->len, t->len)
-                   <= 0)
-            {
-                break;
-            }
-
-            reply->element[j - 1] = t;
-            reply->element[j] = e;
-        }
+    if (reply->element[0]->integer > (long long) reply->elements - 1) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "mdm watch: CheckOut of \"%V\", paired with %L "
+                      "watches: $mdm_watch_paired_udids names the first %uz",
+                      &ctx->device, (int64_t) reply->element[0]->integer,
+                      reply->elements - 1);
     }
 
     len = 0;
 
-    for (i = 0; i < reply->elements; i++) {
-        if (reply->element[i]->type == REDIS_REPLY_STRING) {
-            len += reply->element[i]->len + 1;
+    for (i = 1; i < reply->elements; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_STRING) {
+            ngx_http_mdm_watch_finalize(r, ctx, NGX_DECLINED);
+            return;
         }
+
+        len += e->len + 1;
+    }
+
+    if (len == 0) {
+        ngx_http_mdm_watch_finalize(r, ctx, NGX_DECLINED);
+        return;
     }
 
     p = ngx_pnalloc(r->pool, len);
@@ -279,14 +303,10 @@ ngx_http_mdm_watch_paired_reply(ngx_http_request_t *r,
 
     ctx->paired_udids.data = p;
 
-    for (i = 0; i < reply->elements; i++) {
+    for (i = 1; i < reply->elements; i++) {
         e = reply->element[i];
 
-        if (e->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-
-        if (p != ctx->paired_udids.data) {
+        if (i > 1) {
             *p++ = ',';
         }
 

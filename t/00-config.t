@@ -95,6 +95,17 @@ config_fails('with a Redis timeout that is no time',
 config_fails('with mdm_watch_verify_machine_info neither on nor off',
     qr/mdm_watch_verify_machine_info/, verify => 'maybe');
 
+# the phone check
+
+config_fails('with a variable in the URI of mdm_watch_phone_check',
+    qr/mdm_watch_phone_check.*fixed URI.*\$mdm_watch_phone_udid/,
+    checkin => "            mdm_watch_phone_check /phone-check/"
+        . "\$mdm_watch_phone_udid;\n");
+
+config_fails('with a phone check URI that is no URI',
+    qr/invalid URI "phone-check"/,
+    checkin => "            mdm_watch_phone_check phone-check;\n");
+
 # verification off, running
 
 $t->start_redis;

@@ -229,4 +229,42 @@ unchanged('a CheckOut of a device the module knows nothing of', sub {
         ["removed $key ($before->{$key})"], "$what: nothing else changes");
 }
 
+# a phone with more watches than a header should carry
+
+{
+    my $what = 'a CheckOut of a phone with 1,500 watches';
+    my $crowded = '00008110-0000000000000C04';
+    ok($t->enroll_phone(udid => $crowded)->{recorded},
+        'a fourth phone is recorded');
+    $t->redis('EVAL', <<'LUA', 0, $crowded, 1500);
+for i = 1, tonumber(ARGV[2]) do
+    local w = string.format('00008301-%016X', 0xD000 + i)
+    redis.call('HSET', 'mdm_watch:pair:' .. w, 'watch_udid', w,
+        'phone_udid', ARGV[1], 'state', 'paired', 'paired_at', '1796400000')
+    redis.call('SADD', 'mdm_watch:phone:' .. ARGV[1], w)
+end
+redis.call('SADD', 'mdm_watch:phone:' .. ARGV[1],
+    "00008301-0000000000000D00\r\nX-Injected: yes")
+LUA
+    my @watches = map { sprintf '00008301-%016X', 0xD000 + $_ } 1 .. 1500;
+    my $mark = length $t->error_log;
+    passes($what, $crowded, watches => join ',', @watches[0 .. 99]);
+    $t->log_like(qr/\[warn\][^\n]*CheckOut of "\Q$crowded\E", paired with 1500 watches: \$mdm_watch_paired_udids names the first 100/,
+        "$what: the warning says how many watches the variable leaves out",
+        $mark);
+    record_gone($what, $crowded);
+    my $deadline = time + MdmWatch::Test::slow(5);
+    sleep 0.02 while $t->redis('EXISTS', "mdm_watch:phone:$crowded")
+        && time < $deadline;
+    is(scalar(grep {
+            $t->redis('HGET', "mdm_watch:pair:$_", 'state') eq 'unpaired'
+        } @watches[0, 99, 100, 1499]), 4,
+        "$what: its watches are marked unpaired, listed in the header or"
+        . ' not');
+    is($t->redis('EVAL', "local n = 0 for _, k in ipairs(redis.call('KEYS',"
+        . " 'mdm_watch:pair:00008301-000000000000D*')) do if redis.call("
+        . "'HGET', k, 'state') == 'unpaired' then n = n + 1 end end"
+        . ' return n', 0), 1500, "$what: all 1,500 are");
+}
+
 $t->finish;
