@@ -10,11 +10,15 @@
 #   perl bench/bench.pl [--rounds 5] [--seconds 3] [--connections 16]
 #                       [--mixed 1000000] [--only ROW,...]
 #                       [--report docs/benchmarks.md] [--no-report]
+#                       [--perf ROW,...]
 #
-# ROW: pass-through command challenge gettoken pairing isolation memory
+# ROW: pass-through pass-through-parse command challenge gettoken pairing isolation memory
 # redis-memory scaling.  Generated inputs go in build/bench.  Every
 # process it starts is stopped by its pid at the end, also on failure.
-# It fails (exit 1) when a row had answers it did not expect.
+# It fails (exit 1) when a row had answers it did not expect.  --perf
+# records the worker with perf during the module's first round of the
+# rows named, into build/bench/perf-ROW.data, and summarises it in
+# build/bench/perf-ROW.txt.
 
 use strict;
 use warnings;
@@ -34,9 +38,9 @@ use MdmWatch::Test;
 my %opt = (rounds => 5, seconds => 3, connections => 16,
            mixed => 1_000_000, mixed_limit => 300,
            report => "$FindBin::Bin/../docs/benchmarks.md",
-           only => '', 'no-report' => 0);
+           only => '', 'no-report' => 0, perf => '');
 GetOptions(\%opt, 'rounds=i', 'seconds=f', 'connections=i', 'mixed=i',
-    'mixed_limit=i', 'report=s', 'only=s', 'no-report')
+    'mixed_limit=i', 'report=s', 'only=s', 'no-report', 'perf=s')
     or die "usage: see the head of $0\n";
 
 my $TOP = $MdmWatch::Test::ROOT;
@@ -48,6 +52,7 @@ my $PHONE = $MdmWatch::Test::PHONE;
 my $DEVICE = '00008110-0011223344556677';
 my $TOKEN_PREFIX = '00000000-0000-4000-8000-';
 my $ST_KEY = 'mdm_watch:security_token:';
+my $COMMAND_TYPE = 'application/x-apple-aspen-mdm';
 
 # security tokens: the reference draws from [0, $REF_RANGE); each wrk
 # run of the module gets a range of its own above it
@@ -58,6 +63,7 @@ my $next_range = 1_000_000;
 my $gettoken_estimate = 50_000;
 
 my %only = map { $_ => 1 } split /,/, $opt{only};
+my %perf = map { $_ => 1 } split /,/, $opt{perf};
 sub wanted { return !%only || $only{ $_[0] } }
 
 my $t = MdmWatch::Test->new;
@@ -90,11 +96,24 @@ if (wanted('pass-through')) {
         sub { wrk_fixed('/ref/checkin', $input{token_update}, 200) });
 }
 
+if (wanted('pass-through-parse')) {
+    row('pass-through, parse only',
+        'TokenUpdate (1 KB) of the user channel: parsed, nothing recorded',
+        'the same through proxy_pass alone', 'report',
+        sub { wrk_fixed('/mdm/checkin', $input{user_update}, 200) },
+        sub { wrk_fixed('/ref/checkin', $input{user_update}, 200) });
+}
+
+# command results go to the ServerURL with a type of their own; here the
+# ServerURL is the check-in location
 if (wanted('command')) {
-    row('command traffic', 'command report through mdm_watch_checkin',
+    row('command traffic', 'command report (application/x-apple-aspen-mdm)'
+        . ' through mdm_watch_checkin',
         'the same through proxy_pass alone', 0.98,
-        sub { wrk_fixed('/mdm/checkin', $input{command}, 200) },
-        sub { wrk_fixed('/ref/checkin', $input{command}, 200) });
+        sub { wrk_fixed('/mdm/checkin', $input{command}, 200,
+                        $COMMAND_TYPE) },
+        sub { wrk_fixed('/ref/checkin', $input{command}, 200,
+                        $COMMAND_TYPE) });
 }
 
 if (wanted('challenge') || wanted('pairing')) {
@@ -153,6 +172,12 @@ sub make_inputs {
     $in{token_update} = checkin(@update, UnlockToken => \('u' x $pad));
     $in{token_update} .= ' ' x (1024 - length $in{token_update});
 
+    # the same, of the user channel: parsed, but no device to record
+    (my $user = $in{token_update}) =~
+        s{<key>UDID</key>\s*<string>[^<]*</string>}{<key>EnrollmentUserID</key><string>u</string>};
+    $user .= ' ' x (1024 - length $user);
+    $in{user_update} = $user;
+
     $in{command} = command_result(udid => $DEVICE,
         command_uuid => '0E8A2F5C-9B4D-4C1E-8A7F-3D2C1B0A9F8E');
 
@@ -201,7 +226,12 @@ sub start_upstream {
     $profile .= 'p' x (4096 - length($profile) - 33);
     $profile .= '</string></dict></plist>';
     $profile .= ' ' x (4096 - length $profile);
-    MdmWatch::Test::spew("$dir/profile.xml", $profile);
+
+    # nginx takes at most 4 KB in one word of its configuration
+    my @part = unpack '(A1024)*', $profile;
+    my $set = join '', map { "            set \$profile_$_ '$part[$_]';\n" }
+        0 .. $#part;
+    my $return = join '', map { "\$profile_$_" } 0 .. $#part;
 
     my $conf = <<"END";
 worker_processes 1;
@@ -225,7 +255,8 @@ http {
 
         location = /mdm/enroll/watch {
             default_type application/x-apple-aspen-config;
-            alias $dir/profile.xml;
+$set
+            return 200 "$return";
         }
 
         location / {
@@ -508,7 +539,9 @@ sub row {
     my (@m, @r);
 
     for my $round (1 .. $opt{rounds}) {
+        my $perf = $round == 1 && $perf{$name} && perf_start($name);
         my $a = $module->();
+        perf_stop($name, $perf) if $perf;
         my $b = $reference->();
         push @m, $a->{rate};
         push @r, $b->{rate};
@@ -521,9 +554,32 @@ sub row {
     push @rows, {
         name => $name, what => $what, ref => $ref_what,
         module => sprintf('%.0f/s', $mm), reference => sprintf('%.0f/s', $mr),
-        ratio => sprintf('%.2f', $mm / $mr), target => "≥ $target",
-        met => $mm / $mr >= $target ? 'met' : 'not met',
+        ratio => sprintf('%.2f', $mm / $mr),
+        target => $target =~ /^[\d.]+$/ ? "≥ $target" : $target,
+        met => $target !~ /^[\d.]+$/ ? ''
+             : $mm / $mr >= $target ? 'met' : 'not met',
     };
+}
+
+sub perf_start {
+    my ($name) = @_;
+    my ($worker) = $t->worker_pids;
+    (my $file = "$OUT/perf-$name") =~ s/ /-/g;
+
+    return $t->spawn('perf', "$file.log", 'perf', 'record', '-F', 999,
+        '--call-graph', 'dwarf,16384', '-p', $worker, '-o', "$file.data", '--', 'sleep',
+        $opt{seconds});
+}
+
+sub perf_stop {
+    my ($name) = @_;
+    (my $file = "$OUT/perf-$name") =~ s/ /-/g;
+
+    $t->reap('perf', $opt{seconds} + 10) // $t->stop_process('perf');
+    system("perf report -i '$file.data' --stdio --no-children"
+        . " --sort dso,symbol --percent-limit 0.5 -g none"
+        . " > '$file.txt' 2>> '$file.log'");
+    progress("perf of $name: $file.txt");
 }
 
 # challenge, GetToken and enrollment with a pairing token, in turn; the
@@ -538,7 +594,8 @@ sub pairing {
 
     progress("pairing: minting $total pairing tokens through GetToken");
     my $first = token_range($total + 1000);
-    my $r = wrk(seconds => 120, path => '/mdm/checkin', env => {
+    wrk(seconds => ceil($total / $gettoken_estimate * 1.5) + 1,
+        path => '/mdm/checkin', env => {
         BENCH_MODE => 'mint', BENCH_GETTOKEN => $input{gettoken},
         BENCH_FIRST => $first, BENCH_SPAN => $total + 1000,
         BENCH_COUNT => $total, BENCH_MINT => "$OUT/minted",
@@ -572,7 +629,8 @@ sub pairing {
         my $pairings = ($p->{ok} // 0) / $p->{seconds};
         push @m, $pairings;
         progress(sprintf 'full pairing     round %d: %9.1f pairings/s'
-            . ' (%d requests)', $round, $pairings, $p->{requests});
+            . ' (%d requests, %d profiles)', $round, $pairings,
+            $p->{requests}, $p->{ok} // 0);
     }
 
     my $mm = median(@m);
@@ -646,19 +704,21 @@ sub memory {
 
     progress("memory: $opt{mixed} mixed requests ($mix), at most"
         . " $opt{mixed_limit} s");
+    my $rate = 5000;
     while ($total < $opt{mixed} && time - $start < $opt{mixed_limit}) {
-        my $count = $opt{mixed} - $total;
-        my $gt = ceil($count / 10) + 1000;
+        my $seconds = ceil(($opt{mixed} - $total) / $rate) + 1;
+        $seconds = 30 if $seconds > 30;
+        my $gt = ceil($seconds * $rate * 2 / length $mix) + 1000;
         my $first = token_range($gt);
-        my $r = wrk(seconds => 60, path => '/', env => {
+        my $r = wrk(seconds => $seconds, path => '/', env => {
             BENCH_MODE => 'mixed', BENCH_MIX => $mix,
             BENCH_GETTOKEN => $input{gettoken}, BENCH_FIRST => $first,
-            BENCH_SPAN => $gt, BENCH_COUNT => $count,
-            BENCH_CHALLENGE => $input{challenge},
+            BENCH_SPAN => $gt, BENCH_CHALLENGE => $input{challenge},
             BENCH_TOKEN_UPDATE => $input{token_update},
             BENCH_COMMAND => $input{command},
         });
         $total += $r->{requests};
+        $rate = $r->{rate} if $r->{rate} > 100;
         progress(sprintf 'memory: %d requests so far, %.0f/s', $total,
             $r->{rate});
     }

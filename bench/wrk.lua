@@ -7,15 +7,15 @@
 --             SecurityToken 00000000-0000-4000-8000-<12 digits>, from
 --             BENCH_FIRST on, thread after thread BENCH_SPAN apart;
 --             BENCH_GETTOKEN is the body, with @TOKEN@ in its place
---   mint      GetTokens as above, writing the TokenData of each answer
---             on a line of BENCH_MINT.<thread> until BENCH_COUNT
+--   mint      GetTokens as above, writing the TokenData of the first
+--             BENCH_COUNT answers on lines of BENCH_MINT.<thread>
 --   pairing   challenge, GetToken, enrollment with a pairing token, in
 --             turn; the enrollments are the records of
 --             BENCH_ENROLL.<thread>, and BENCH_CHALLENGE is the machine
 --             info of the challenges
 --   mixed     BENCH_MIX, a word of the letters t (TokenUpdate), c
 --             (command report), g (GetToken), w (watch challenge) and
---             p (plain GET /), in turn; stops after BENCH_COUNT
+--             p (plain GET /), in turn
 --
 -- Each thread counts the answers it did not expect; done() prints one
 -- line that bench/bench.pl reads:
@@ -114,7 +114,7 @@ function init(args)
                          slurp(os.getenv("BENCH_CHALLENGE")))
         token_update = post("/mdm/checkin", checkin_type,
                             slurp(os.getenv("BENCH_TOKEN_UPDATE")))
-        command = post("/mdm/checkin", checkin_type,
+        command = post("/mdm/checkin", "application/x-apple-aspen-mdm",
                        slurp(os.getenv("BENCH_COMMAND")))
     end
 end
@@ -152,9 +152,6 @@ function request()
 
     elseif mode == "mixed" then
         step = step + 1
-        if limit > 0 and sent > limit then
-            wrk.thread:stop()
-        end
         local c = mix:sub((step - 1) % #mix + 1, (step - 1) % #mix + 1)
         if c == "t" then return token_update end
         if c == "c" then return command end
@@ -164,7 +161,8 @@ function request()
     end
 end
 
--- what an answer is: a challenge, a pairing token, a profile, or other
+-- what an answer is: a challenge, a pairing token, a profile (ok) or
+-- other
 local function kind(status, body)
     if status == 403 and body:find("security-token", 1, true) then
         return "challenge"
@@ -175,7 +173,7 @@ local function kind(status, body)
     if status == 200 then
         return "ok"
     end
-    return "bad"
+    return "other"
 end
 
 function response(status, headers, body)
@@ -193,21 +191,21 @@ function response(status, headers, body)
         bad = bad + 1
 
     elseif mode == "mint" then
+        -- past the count, tokens run out: those answers do not count
+        if minted >= limit then
+            return
+        end
         if k ~= "token" then
             bad = bad + 1
         else
-            if minted >= limit then
-                return
-            end
             mint:write(body:match("<data>([^<]*)</data>"), "\n")
             minted = minted + 1
             if minted >= limit then
                 mint:close()
-                wrk.thread:stop()
             end
         end
 
-    elseif k == "bad" then
+    elseif k == "other" then
         bad = bad + 1
     end
 end
