@@ -704,11 +704,12 @@ sub memory {
 
     progress("memory: $opt{mixed} mixed requests ($mix), at most"
         . " $opt{mixed_limit} s");
-    my $rate = 5000;
+    my $rate = 20_000;
     while ($total < $opt{mixed} && time - $start < $opt{mixed_limit}) {
         my $seconds = ceil(($opt{mixed} - $total) / $rate) + 1;
         $seconds = 30 if $seconds > 30;
-        my $gt = ceil($seconds * $rate * 2 / length $mix) + 1000;
+        # security tokens for GetTokens at up to three times that rate
+        my $gt = ceil($seconds * $rate * 3 * 2 / length $mix) + 1000;
         my $first = token_range($gt);
         my $r = wrk(seconds => $seconds, path => '/', env => {
             BENCH_MODE => 'mixed', BENCH_MIX => $mix,
