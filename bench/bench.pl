@@ -12,13 +12,13 @@
 #                       [--report docs/benchmarks.md] [--no-report]
 #                       [--perf ROW,...]
 #
-# ROW: pass-through pass-through-parse command challenge gettoken pairing isolation memory
-# redis-memory scaling.  Generated inputs go in build/bench.  Every
-# process it starts is stopped by its pid at the end, also on failure.
-# It fails (exit 1) when a row had answers it did not expect.  --perf
-# records the worker with perf during the module's first round of the
-# rows named, into build/bench/perf-ROW.data, and summarises it in
-# build/bench/perf-ROW.txt.
+# ROW: pass-through pass-through-parse command challenge gettoken pairing
+# isolation memory redis-memory scaling.  Generated inputs go in
+# build/bench.  Every process it starts is stopped by its pid at the
+# end, also on failure.  It fails (exit 1) when a row had answers it did
+# not expect.  --perf records the worker with perf during the module's
+# first round of the rows named, into build/bench/perf-ROW.data, and
+# summarises it in build/bench/perf-ROW.txt.
 
 use strict;
 use warnings;
@@ -173,8 +173,9 @@ sub make_inputs {
     $in{token_update} .= ' ' x (1024 - length $in{token_update});
 
     # the same, of the user channel: parsed, but no device to record
+    my $user_id = '<key>EnrollmentUserID</key><string>u</string>';
     (my $user = $in{token_update}) =~
-        s{<key>UDID</key>\s*<string>[^<]*</string>}{<key>EnrollmentUserID</key><string>u</string>};
+        s{<key>UDID</key>\s*<string>[^<]*</string>}{$user_id};
     $user .= ' ' x (1024 - length $user);
     $in{user_update} = $user;
 
@@ -494,7 +495,8 @@ sub wrk_gettoken {
 sub cms_verify {
     my ($body) = @_;
     my $out = `$cms verify '@{[ $pki->ca_file ]}' '$body' $opt{seconds}`;
-    die "bench: $cms verify failed\n" unless $out =~ /^verify (\d+) ([\d.]+) ([\d.]+)/;
+    die "bench: $cms verify failed\n"
+        unless $out =~ /^verify (\d+) ([\d.]+) ([\d.]+)/;
     return { requests => $1, seconds => $2, rate => $3 };
 }
 
@@ -508,7 +510,8 @@ sub redis_benchmark {
     my @args = @eval;
     for (@args) {
         s/^(\Q$ST_KEY$TOKEN_PREFIX\E)\d{12}$/${1}__rand_int__/;
-        s/^(mdm_watch:pairing_token:[0-9a-f]{20})[0-9a-f]{12}$/${1}__rand_int__/;
+        s/^(mdm_watch:pairing_token:[0-9a-f]{20})[0-9a-f]{12}$
+         /${1}__rand_int__/x;
     }
 
     my $start = time;
@@ -567,8 +570,8 @@ sub perf_start {
     (my $file = "$OUT/perf-$name") =~ s/ /-/g;
 
     return $t->spawn('perf', "$file.log", 'perf', 'record', '-F', 999,
-        '--call-graph', 'dwarf,16384', '-p', $worker, '-o', "$file.data", '--', 'sleep',
-        $opt{seconds});
+        '--call-graph', 'dwarf,16384', '-p', $worker, '-o', "$file.data",
+        '--', 'sleep', $opt{seconds});
 }
 
 sub perf_stop {
@@ -839,17 +842,17 @@ sub versions {
     ($redis) = $redis =~ /v=(\S+)/;
     ($wrk) = $wrk =~ /^wrk (\S+)/;
     chomp($plist, $hiredis);
-    return "nginx $nginx, OpenSSL $openssl, libplist $plist,"
-        . " hiredis $hiredis, Redis $redis, wrk $wrk";
+    return "nginx $nginx, OpenSSL $openssl, libplist $plist,\n"
+        . "  hiredis $hiredis, Redis $redis, wrk $wrk";
 }
 
 sub report {
     my $s = '';
-    $s .= sprintf "Run of %s on %s.\n\n", strftime('%Y-%m-%d %H:%M UTC',
-        gmtime), machine();
-    $s .= versions() . ".\n\n";
-    $s .= sprintf "%d rounds of %s s per row, wrk with 1 thread and %d"
-        . " connections, nginx with 1 worker; medians.\n\n", $opt{rounds},
+    $s .= sprintf "Run of %s.\n\n", strftime('%Y-%m-%d %H:%M UTC', gmtime);
+    $s .= sprintf "- Machine: %s.\n", machine();
+    $s .= sprintf "- Versions: %s.\n", versions();
+    $s .= sprintf "- %d rounds of %s s per row, wrk with 1 thread and %d\n"
+        . "  connections, nginx with 1 worker; medians.\n\n", $opt{rounds},
         $opt{seconds}, $opt{connections};
 
     $s .= "| row | the module | its reference | module | reference"
@@ -862,12 +865,13 @@ sub report {
 
     if (my $m = $figures{memory}) {
         $s .= sprintf "\nMemory of the worker (RSS): %d KB before, %d KB"
-            . " after %d mixed requests (%+d KB).\n", $m->[0], $m->[1],
+            . " after\n%d mixed requests (%+d KB).\n", $m->[0], $m->[1],
             $m->[2], $m->[1] - $m->[0];
     }
 
     if (my $r = $figures{redis}) {
-        $s .= "\nRedis memory per record (`used_memory` delta over 100,000):\n\n";
+        $s .= "\nRedis memory per record (`used_memory` delta over"
+            . " 100,000):\n\n";
         $s .= sprintf "- %s: %.0f bytes\n", $_, $r->{$_} for sort keys %$r;
     }
 

@@ -130,14 +130,14 @@ ngx_bench_verify(char *ca, char *file, char *seconds)
 static int
 ngx_bench_sign(char *cert, char *key, char *in, char *out)
 {
-    BIO             *bio, *data;
-    FILE            *f;
-    size_t           len, size;
-    u_char          *p, *last, *der;
-    X509            *x509;
-    EVP_PKEY        *pkey;
-    CMS_ContentInfo *cms;
-    int              n;
+    int               n;
+    BIO              *bio, *data;
+    FILE             *f;
+    X509             *x509;
+    size_t            len, size;
+    u_char           *p, *last, *der;
+    EVP_PKEY         *pkey;
+    CMS_ContentInfo  *cms;
 
     bio = BIO_new_file(cert, "r");
     x509 = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;

@@ -523,8 +523,8 @@ ngx_http_mdm_watch_hmac_keyed(ngx_log_t *log, ngx_str_t *secret)
 {
     u_char       *key;
     EVP_MAC      *hmac;
-    OSSL_PARAM    params[2];
     EVP_MAC_CTX  *ctx;
+    OSSL_PARAM    params[2];
 
     if (ngx_http_mdm_watch_mac_ctx != NULL
         && ngx_http_mdm_watch_mac_key_len == secret->len
