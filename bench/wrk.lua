@@ -17,6 +17,9 @@
 --             (command report), g (GetToken), w (watch challenge) and
 --             p (plain GET /), in turn
 --
+-- BENCH_DELAY, in milliseconds, makes each connection wait that long
+-- before each request, for a load of a bounded rate.
+--
 -- Each thread counts the answers it did not expect; done() prints one
 -- line that bench/bench.pl reads:
 --
@@ -124,6 +127,14 @@ local function next_gettoken()
     next_token = next_token + 1
     return post("/mdm/checkin", checkin_type,
                 (gettoken:gsub("@TOKEN@", token)))
+end
+
+local pause = tonumber(os.getenv("BENCH_DELAY") or "0")
+
+if pause > 0 then
+    function delay()
+        return pause
+    end
 end
 
 function request()
