@@ -69,10 +69,9 @@ sub wanted { return !%only || $only{ $_[0] } }
 my $t = MdmWatch::Test->new;
 my $dir = $t->dir;
 my $pki = $t->pki;
-my %port;
-@port{qw(upstream)} = ($t->port('upstream'));
+my %port = (upstream => $t->port('upstream'));
 
-my (@rows, @notes, %figures);
+my (@rows, %figures);
 my $failed = 0;
 
 progress("inputs and tools in $OUT");
