@@ -3,6 +3,7 @@
 #   make          build build/ngx_mdm_watch_module.so
 #   make deps     install the Debian packages it needs
 #   make demo     run the whole pairing flow on loopback
+#   make bench    measure the module against references: docs/benchmarks.md
 #   make screenshots  write docs/pairs.png and docs/pairs-desktop.png
 #   make test     run the test suite, under the sanitizers too, and
 #                 each fuzz target briefly (make check: the suite alone)
@@ -87,3 +88,16 @@ test-asan: deps
 test-valgrind: deps $(MODULE)
 	@tools/deps valgrind
 	@TEST_NGINX_MODULE=$(MODULE) tools/test-valgrind
+
+
+# the module's cost, as ratios against references measured alternately
+# in the same run; writes docs/benchmarks.md (BENCH_ARGS: see the head of
+# bench/bench.pl)
+
+BENCH_PACKAGES =	wrk pkgconf redis-tools linux-perf
+
+.PHONY: bench
+
+bench: deps $(MODULE)
+	@tools/deps $(BENCH_PACKAGES)
+	@timeout 1200 perl bench/bench.pl $(BENCH_ARGS)

@@ -6,9 +6,9 @@
 
 #include "ngx_http_mdm_watch.h"
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -28,8 +28,21 @@ static ngx_int_t ngx_http_mdm_watch_token_id(ngx_pool_t *pool,
     ngx_str_t *in, ngx_str_t *out);
 static ngx_int_t ngx_http_mdm_watch_hmac(ngx_log_t *log, ngx_str_t *secret,
     ngx_str_t *text, u_char *mac);
+static EVP_MAC_CTX *ngx_http_mdm_watch_hmac_keyed(ngx_log_t *log,
+    ngx_str_t *secret);
 static ngx_int_t ngx_http_mdm_watch_base64url_decode(ngx_pool_t *pool,
     ngx_str_t *in, ngx_str_t *out);
+
+
+/*
+ * HMAC() looks up the algorithm and the digest again for every MAC; a
+ * process keeps one context keyed with the secret instead, and starts
+ * it afresh for each MAC
+ */
+
+static EVP_MAC_CTX  *ngx_http_mdm_watch_mac_ctx;
+static u_char       *ngx_http_mdm_watch_mac_key;
+static size_t        ngx_http_mdm_watch_mac_key_len;
 
 
 ngx_int_t
@@ -479,24 +492,91 @@ static ngx_int_t
 ngx_http_mdm_watch_hmac(ngx_log_t *log, ngx_str_t *secret, ngx_str_t *text,
     u_char *mac)
 {
-    u_char        *p;
-    unsigned int   len;
+    size_t        len;
+    EVP_MAC_CTX  *ctx;
 
-    p = HMAC(EVP_sha256(), secret->data, (int) secret->len, text->data,
-             text->len, mac, &len);
+    ctx = ngx_http_mdm_watch_hmac_keyed(log, secret);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
 
-    if (p == NULL) {
-        ngx_http_mdm_watch_openssl_error(NGX_LOG_ALERT, log, "HMAC");
+    if (EVP_MAC_init(ctx, NULL, 0, NULL) != 1
+        || EVP_MAC_update(ctx, text->data, text->len) != 1
+        || EVP_MAC_final(ctx, mac, &len, NGX_HTTP_MDM_WATCH_MAC_LEN) != 1)
+    {
+        ngx_http_mdm_watch_openssl_error(NGX_LOG_ALERT, log, "EVP_MAC");
         return NGX_ERROR;
     }
 
     if (len != NGX_HTTP_MDM_WATCH_MAC_LEN) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "mdm watch: HMAC-SHA256 gave %ud bytes", len);
+                      "mdm watch: HMAC-SHA256 gave %uz bytes", len);
         return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+static EVP_MAC_CTX *
+ngx_http_mdm_watch_hmac_keyed(ngx_log_t *log, ngx_str_t *secret)
+{
+    u_char       *key;
+    EVP_MAC      *hmac;
+    EVP_MAC_CTX  *ctx;
+    OSSL_PARAM    params[2];
+
+    if (ngx_http_mdm_watch_mac_ctx != NULL
+        && ngx_http_mdm_watch_mac_key_len == secret->len
+        && CRYPTO_memcmp(ngx_http_mdm_watch_mac_key, secret->data,
+                         secret->len)
+           == 0)
+    {
+        return ngx_http_mdm_watch_mac_ctx;
+    }
+
+    hmac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    if (hmac == NULL) {
+        ngx_http_mdm_watch_openssl_error(NGX_LOG_ALERT, log,
+                                         "EVP_MAC_fetch");
+        return NULL;
+    }
+
+    ctx = EVP_MAC_CTX_new(hmac);
+    EVP_MAC_free(hmac);
+
+    if (ctx == NULL) {
+        ngx_http_mdm_watch_openssl_error(NGX_LOG_ALERT, log,
+                                         "EVP_MAC_CTX_new");
+        return NULL;
+    }
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                                 (char *) "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_end();
+
+    key = OPENSSL_memdup(secret->data, secret->len);
+
+    if (key == NULL
+        || EVP_MAC_init(ctx, secret->data, secret->len, params) != 1)
+    {
+        ngx_http_mdm_watch_openssl_error(NGX_LOG_ALERT, log, "EVP_MAC_init");
+        OPENSSL_clear_free(key, secret->len);
+        EVP_MAC_CTX_free(ctx);
+        return NULL;
+    }
+
+    /* a new secret, after a reload: the context of the old one goes */
+
+    EVP_MAC_CTX_free(ngx_http_mdm_watch_mac_ctx);
+    OPENSSL_clear_free(ngx_http_mdm_watch_mac_key,
+                       ngx_http_mdm_watch_mac_key_len);
+
+    ngx_http_mdm_watch_mac_ctx = ctx;
+    ngx_http_mdm_watch_mac_key = key;
+    ngx_http_mdm_watch_mac_key_len = secret->len;
+
+    return ctx;
 }
 
 
