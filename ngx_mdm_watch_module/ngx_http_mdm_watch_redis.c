@@ -53,6 +53,7 @@ struct ngx_http_mdm_watch_redis_s {
     ngx_event_t                       connect_timer;
     ngx_msec_t                        backoff;
     ngx_msec_t                        next_attempt;
+    ngx_msec_t                        logged;
     ngx_uint_t                        setup;
     const char                       *refused;
 
@@ -297,14 +298,28 @@ static ngx_int_t
 ngx_http_mdm_watch_redis_ready(ngx_http_mdm_watch_redis_t *redis,
     ngx_log_t *log)
 {
+    ngx_uint_t  level;
+
     if (redis->ac == NULL) {
 
         if ((ngx_msec_int_t) (ngx_current_msec - redis->next_attempt) < 0) {
-            ngx_log_error(NGX_LOG_ERR, log, 0,
+
+            /*
+             * once an error a wait, the other requests refused in it at
+             * the info level: clients that retry at once flood no log
+             */
+
+            level = (redis->logged == redis->next_attempt) ? NGX_LOG_INFO
+                                                           : NGX_LOG_ERR;
+
+            ngx_log_error(level, log, 0,
                           "mdm watch: redis at \"%V\" is unavailable, "
                           "next connection attempt in %M ms",
                           &redis->conf->addr,
                           redis->next_attempt - ngx_current_msec);
+
+            redis->logged = redis->next_attempt;
+
             return NGX_DECLINED;
         }
 

@@ -94,6 +94,24 @@ is($t->upstream_count, $before,
     'with Redis stopped, no enrollment or GetToken reached the MDM server');
 others_go_on('with Redis stopped');
 
+{
+    # the backoff grows to seconds: ten challenges in a row fall in one
+    # wait between two connection attempts, and log one error
+    my $what = 'with Redis stopped, ten challenges in a row';
+    sleep 0.5;
+    my $mark = length $t->error_log;
+    my @status = map { $t->enroll(UDID => $watch)->{status} } 1 .. 10;
+    is_deeply(\@status, [(503) x 10], "$what: each gets 503");
+    my $log = substr $t->error_log, $mark;
+    my $errors = () = $log =~ /\[error\][^\n]*is unavailable, next/g;
+    my $infos = () = $log =~ /\[info\][^\n]*is unavailable, next/g;
+    ok($errors >= 1 && $errors <= 2,
+        "$what: the log has one error, or two across a connection attempt")
+        or diag("$errors errors in:\n$log");
+    ok($infos >= 8 - $errors, "$what: the others are logged at info")
+        or diag("$infos info lines in:\n$log");
+}
+
 $t->start_redis;
 recovers('after Redis started again', 10);
 
