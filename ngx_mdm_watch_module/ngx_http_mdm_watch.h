@@ -34,6 +34,10 @@
 #define NGX_HTTP_MDM_WATCH_KEY_PAIRS           "mdm_watch:pairs"
 #define NGX_HTTP_MDM_WATCH_KEY_SERIAL          "mdm_watch:serial:"
 
+/* the longest serial indexed and looked up, as a number and in Lua */
+#define NGX_HTTP_MDM_WATCH_SERIAL_MAX          64
+#define NGX_HTTP_MDM_WATCH_SERIAL_MAX_LUA      "64"
+
 
 /*
  * a Lua function for the scripts that replace or remove a pair: the

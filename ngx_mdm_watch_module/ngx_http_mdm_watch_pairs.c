@@ -18,7 +18,6 @@
 #define NGX_HTTP_MDM_WATCH_PAIRS_LIMIT_MAX   1000
 #define NGX_HTTP_MDM_WATCH_PAIRS_ARG_MAX     256
 #define NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX  128
-#define NGX_HTTP_MDM_WATCH_PAIRS_SERIAL_MAX  64
 
 /* a time as RFC 3339 writes it, up to the year 9999 */
 #define NGX_HTTP_MDM_WATCH_PAIRS_TIME_LEN    sizeof("2026-12-04T18:00:00Z")
@@ -405,7 +404,7 @@ ngx_http_mdm_watch_pairs_filter(ngx_http_request_t *r,
         ctx->filter = NGX_HTTP_MDM_WATCH_PAIRS_SERIAL;
     }
 
-    if (ctx->id.len > NGX_HTTP_MDM_WATCH_PAIRS_SERIAL_MAX) {
+    if (ctx->id.len > NGX_HTTP_MDM_WATCH_SERIAL_MAX) {
         ctx->error = "serial longer than 64 bytes";
         return NGX_HTTP_BAD_REQUEST;
     }
