@@ -17,7 +17,10 @@
 #define NGX_HTTP_MDM_WATCH_PAIRS_LIMIT       100
 #define NGX_HTTP_MDM_WATCH_PAIRS_LIMIT_MAX   1000
 #define NGX_HTTP_MDM_WATCH_PAIRS_ARG_MAX     256
-#define NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX  128
+
+/* the longest watch UDID a page lists and a cursor names, also in Lua */
+#define NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX      128
+#define NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX_LUA  "128"
 
 /* a time as RFC 3339 writes it, up to the year 9999 */
 #define NGX_HTTP_MDM_WATCH_PAIRS_TIME_LEN    sizeof("2026-12-04T18:00:00Z")
@@ -81,14 +84,25 @@ static ngx_int_t ngx_http_mdm_watch_pairs_header(ngx_http_request_t *r,
  * a page: the pairs after ARGV[1] ("-" or "(" and the last watch UDID
  * of the previous page) in the index of all pairs, at most ARGV[2];
  * the first element is the last watch UDID of the page if more follow,
- * else nil
+ * else nil; an index member longer than a cursor may be is skipped, so
+ * that every cursor handed out is accepted back
  */
 
 static char  ngx_http_mdm_watch_pairs_page_script[] =
     NGX_HTTP_MDM_WATCH_PAIRS_LUA_ADD
     "local n = tonumber(ARGV[2]) "
-    "local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', "
-        "'LIMIT', 0, n + 1) "
+    "local ids, from = {}, ARGV[1] "
+    "repeat "
+        "local want = n + 1 - #ids "
+        "local got = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', "
+            "'LIMIT', 0, want) "
+        "for _, w in ipairs(got) do "
+            "if #w <= " NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX_LUA " then "
+                "ids[#ids + 1] = w "
+            "end "
+        "end "
+        "if #got > 0 then from = '(' .. got[#got] end "
+    "until #got < want or #ids > n "
     "local out = {false} "
     "if #ids > n then "
         "ids[n + 1] = nil "
