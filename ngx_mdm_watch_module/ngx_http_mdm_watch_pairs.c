@@ -30,6 +30,8 @@
 static ngx_int_t ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx);
+static ngx_int_t ngx_http_mdm_watch_pairs_cursor(ngx_pool_t *pool,
+    ngx_str_t *value, ngx_str_t *start);
 static ngx_int_t ngx_http_mdm_watch_pairs_filter(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx);
 static ngx_int_t ngx_http_mdm_watch_pairs_arg(ngx_http_request_t *r,
@@ -256,7 +258,6 @@ static ngx_int_t
 ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx)
 {
-    u_char     *p;
     ngx_int_t   rc, n;
     ngx_str_t   value, cursor;
 
@@ -305,24 +306,21 @@ ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
 
     rc = ngx_http_mdm_watch_pairs_arg(r, "cursor", &value);
 
+    /* an empty cursor is none the module hands out */
+
+    if (rc == NGX_DECLINED
+        && ngx_http_arg(r, (u_char *) "cursor", sizeof("cursor") - 1,
+                        &cursor)
+           == NGX_OK)
+    {
+        rc = NGX_ABORT;
+    }
+
     if (rc == NGX_OK) {
-        p = ngx_pnalloc(r->pool, ngx_base64_decoded_length(value.len) + 1);
-        if (p == NULL) {
+        rc = ngx_http_mdm_watch_pairs_cursor(r->pool, &value, &ctx->start);
+
+        if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cursor.data = p + 1;
-
-        if (ngx_decode_base64url(&cursor, &value) != NGX_OK
-            || cursor.len == 0
-            || cursor.len > NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX)
-        {
-            rc = NGX_ABORT;
-
-        } else {
-            *p = '(';
-            ctx->start.data = p;
-            ctx->start.len = cursor.len + 1;
         }
     }
 
@@ -331,7 +329,64 @@ ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    return ngx_http_mdm_watch_pairs_filter(r, ctx);
+    rc = ngx_http_mdm_watch_pairs_filter(r, ctx);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ctx->filter != NGX_HTTP_MDM_WATCH_PAIRS_ALL && ctx->start.len > 1) {
+        ctx->error = "a cursor pages through all pairs, not with a filter";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * the place after which the page starts, "(" and the watch UDID the
+ * cursor names; NGX_ABORT: the cursor is not base64url as the module
+ * writes it, without padding or stray bits, or names no watch UDID the
+ * module lists
+ */
+
+static ngx_int_t
+ngx_http_mdm_watch_pairs_cursor(ngx_pool_t *pool, ngx_str_t *value,
+    ngx_str_t *start)
+{
+    u_char     *p;
+    ngx_str_t   cursor, canonical;
+
+    p = ngx_pnalloc(pool, 1 + ngx_base64_decoded_length(value->len)
+                          + value->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    cursor.data = p + 1;
+
+    if (ngx_decode_base64url(&cursor, value) != NGX_OK
+        || cursor.len == 0
+        || cursor.len > NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX)
+    {
+        return NGX_ABORT;
+    }
+
+    canonical.data = cursor.data + cursor.len;
+    ngx_encode_base64url(&canonical, &cursor);
+
+    if (canonical.len != value->len
+        || ngx_strncmp(canonical.data, value->data, value->len) != 0)
+    {
+        return NGX_ABORT;
+    }
+
+    *p = '(';
+    start->data = p;
+    start->len = cursor.len + 1;
+
+    return NGX_OK;
 }
 
 

@@ -3,7 +3,8 @@
 # mdm_watch_pairs, the administrators' view of the pairs: a pair made by
 # the whole flow as JSON, with its exact fields; the filters by watch,
 # phone and serial, case-insensitive; 404 for a filter that finds
-# nothing; 400 for a bad cursor, limit, format or filter; 405 for other
+# nothing; 400 for a bad cursor, limit, format or filter, and for a
+# cursor with a filter; 405 for other
 # methods; JSON or HTML by ?format= and Accept; values Redis holds that
 # would break JSON or HTML; the HTML page grouped by phone; 503 without
 # Redis or with a Redis that answers too much; and the configuration,
@@ -15,6 +16,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use MIME::Base64 qw(encode_base64url);
 use POSIX qw(strftime);
 use Test::More;
 
@@ -118,6 +120,14 @@ for my $case (
 for my $case (
     ['a cursor that is not base64url', 'cursor=!!!'],
     ['a cursor too long', 'cursor=' . ('QUFB' x 60)],
+    ['a cursor with stray bits', 'cursor=AB'],
+    ['a cursor with padding', 'cursor=QUE='],
+    ['a cursor in base64, not base64url', 'cursor=Pz8/'],
+    ['an empty cursor', 'cursor='],
+    ['a cursor with a filter',
+        'cursor=' . encode_base64url($watch) . "&watch=$watch"],
+    ['a cursor with the search box',
+        'cursor=' . encode_base64url($watch) . '&q=WTCHSERIAL01'],
     ['limit=0', 'limit=0'],
     ['limit=1001', 'limit=1001'],
     ['a limit that is no number', 'limit=ten'],
@@ -134,6 +144,13 @@ for my $case (
     ok(defined $err->{error}, "$what: the body is {\"error\": ...}");
     $t->log_like(qr/\[info\][^\n]*pairs request refused/,
         "$what: logged at the info level", $mark);
+}
+
+{
+    my $json = json_ok('a cursor as the module writes it',
+        'cursor=' . encode_base64url('0'), 200);
+    is_deeply([map { $_->{watch_udid} } @{ $json->{pairs} // [] }],
+        [$watch], 'a cursor without padding is accepted');
 }
 
 for my $method (qw(POST PUT DELETE)) {
