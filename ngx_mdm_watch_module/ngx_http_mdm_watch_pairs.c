@@ -28,6 +28,8 @@
 
 
 static ngx_int_t ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_mdm_watch_pairs_format(ngx_http_request_t *r,
+    ngx_http_mdm_watch_pairs_ctx_t *ctx);
 static ngx_int_t ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx);
 static ngx_int_t ngx_http_mdm_watch_pairs_cursor(ngx_pool_t *pool,
@@ -201,17 +203,6 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        if (ngx_http_mdm_watch_pairs_header(r, "Allow",
-                                            (u_char *) "GET, HEAD", 9)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
     rc = ngx_http_discard_request_body(r);
 
     if (rc != NGX_OK) {
@@ -228,7 +219,25 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, &ctx->base, ngx_mdm_watch_module);
 
-    rc = ngx_http_mdm_watch_pairs_args(r, ctx);
+    /* the format first, so that every error is in the format asked for */
+
+    rc = ngx_http_mdm_watch_pairs_format(r, ctx);
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        if (ngx_http_mdm_watch_pairs_header(r, "Allow",
+                                            (u_char *) "GET, HEAD", 9)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->error = "only GET and HEAD are allowed";
+        return ngx_http_mdm_watch_pairs_error(r, ctx, NGX_HTTP_NOT_ALLOWED);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_mdm_watch_pairs_args(r, ctx);
+    }
 
     if (rc == NGX_HTTP_BAD_REQUEST) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -252,14 +261,14 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
 }
 
 
-/* the format, the page and the filter the request asks for */
+/* JSON or HTML, by ?format= or else by Accept */
 
 static ngx_int_t
-ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
+ngx_http_mdm_watch_pairs_format(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx)
 {
-    ngx_int_t   rc, n;
-    ngx_str_t   value, cursor;
+    ngx_int_t  rc;
+    ngx_str_t  value;
 
     ctx->json = ngx_http_mdm_watch_pairs_accepts_json(r);
 
@@ -281,6 +290,19 @@ ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
         ctx->error = "format must be json or html";
         return NGX_HTTP_BAD_REQUEST;
     }
+
+    return NGX_OK;
+}
+
+
+/* the page and the filter the request asks for */
+
+static ngx_int_t
+ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
+    ngx_http_mdm_watch_pairs_ctx_t *ctx)
+{
+    ngx_int_t   rc, n;
+    ngx_str_t   value, cursor;
 
     ctx->limit = NGX_HTTP_MDM_WATCH_PAIRS_LIMIT;
 

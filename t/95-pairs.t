@@ -4,8 +4,8 @@
 # the whole flow as JSON, with its exact fields; the filters by watch,
 # phone and serial, case-insensitive; 404 for a filter that finds
 # nothing; 400 for a bad cursor, limit, format or filter, and for a
-# cursor with a filter; 405 for other
-# methods; JSON or HTML by ?format= and Accept; values Redis holds that
+# cursor with a filter; 405 for other methods, in JSON for a JSON
+# request; JSON or HTML by ?format= and Accept; values Redis holds that
 # would break JSON or HTML; the HTML page grouped by phone; 503 without
 # Redis or with a Redis that answers too much; and the configuration,
 # with the default Redis when mdm_watch_redis is not given.
@@ -158,6 +158,27 @@ for my $method (qw(POST PUT DELETE)) {
     is($res->{status}, 405, "$method is not allowed");
     is($res->{headers}{allow}, 'GET, HEAD', "$method: Allow: GET, HEAD");
     common_headers($method, $res);
+    like($res->{headers}{'content-type'} // '', qr{^text/html},
+        "$method: an HTML request gets nginx's page");
+}
+
+# a JSON request is refused in JSON, like every other error
+for my $case (
+    ['POST with ?format=json', 'format=json', []],
+    ['POST with Accept: application/json', '',
+        [['Accept', 'application/json']]],
+    ['POST with ?format=json and a bad limit', 'format=json&limit=0', []],
+) {
+    my ($what, $query, $headers) = @$case;
+    my $res = $t->request(method => 'POST', uri => "/pairs?$query",
+        headers => $headers, body => 'x');
+    is($res->{status}, 405, "$what: 405");
+    is($res->{headers}{allow}, 'GET, HEAD', "$what: Allow: GET, HEAD");
+    is($res->{headers}{'content-type'}, 'application/json', "$what: JSON");
+    my $err = json_strict($res->{body} // '');
+    ok(ref $err eq 'HASH' && defined $err->{error} && !exists $err->{pairs},
+        "$what: the body is {\"error\": ...}");
+    common_headers($what, $res);
 }
 
 {
