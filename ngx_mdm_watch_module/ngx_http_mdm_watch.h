@@ -306,6 +306,7 @@ typedef struct {
     ngx_str_t                           next;
 
     unsigned                            json:1;
+    unsigned                            refused:1;
 } ngx_http_mdm_watch_pairs_ctx_t;
 
 

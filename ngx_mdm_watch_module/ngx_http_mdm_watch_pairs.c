@@ -244,6 +244,11 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
                       "mdm watch: pairs request refused: %s", ctx->error);
     }
 
+    if (rc == NGX_DECLINED) {
+        ctx->error = "no pair matches";
+        rc = NGX_HTTP_NOT_FOUND;
+    }
+
     if (rc != NGX_OK) {
         return ngx_http_mdm_watch_pairs_error(r, ctx, rc);
     }
@@ -414,7 +419,8 @@ ngx_http_mdm_watch_pairs_cursor(ngx_pool_t *pool, ngx_str_t *value,
 
 /*
  * at most one of watch=, phone=, serial= and q=; UDIDs and serials are
- * looked up in upper case, as the module stores them
+ * looked up in upper case, as the module stores them; NGX_DECLINED: the
+ * search box's text can be neither a UDID nor a serial, and finds nothing
  */
 
 static ngx_int_t
@@ -496,6 +502,11 @@ ngx_http_mdm_watch_pairs_filter(ngx_http_request_t *r,
     }
 
     if (ctx->id.len > NGX_HTTP_MDM_WATCH_SERIAL_MAX) {
+
+        if (filter == NGX_HTTP_MDM_WATCH_PAIRS_ANY) {
+            return NGX_DECLINED;
+        }
+
         ctx->error = "serial longer than 64 bytes";
         return NGX_HTTP_BAD_REQUEST;
     }
@@ -891,7 +902,11 @@ ngx_http_mdm_watch_pairs_respond(ngx_http_request_t *r,
 }
 
 
-/* an error: {"error":"..."} in JSON, nginx's own page in HTML */
+/*
+ * an error: {"error":"..."} in JSON; in HTML, a search that finds
+ * nothing and a request refused show the page with the search box and
+ * say so, other errors are nginx's own page
+ */
 
 static ngx_int_t
 ngx_http_mdm_watch_pairs_error(ngx_http_request_t *r,
@@ -905,7 +920,10 @@ ngx_http_mdm_watch_pairs_error(ngx_http_request_t *r,
 
     if (!ctx->json) {
 
-        /* a search that finds nothing still shows the search box */
+        if (status == NGX_HTTP_BAD_REQUEST) {
+            ctx->refused = 1;
+            return ngx_http_mdm_watch_pairs_respond(r, ctx, status);
+        }
 
         if (status == NGX_HTTP_NOT_FOUND) {
             return ngx_http_mdm_watch_pairs_respond(r, ctx, status);

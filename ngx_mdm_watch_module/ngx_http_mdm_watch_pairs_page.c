@@ -230,6 +230,8 @@ static ngx_int_t
 ngx_http_mdm_watch_pairs_html_head(ngx_http_mdm_watch_pairs_ctx_t *ctx,
     ngx_http_mdm_watch_pairs_out_t *out)
 {
+    ngx_str_t  error;
+
     if (ngx_http_mdm_watch_pairs_literal(out,
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
             "<meta charset=\"utf-8\">\n"
@@ -254,6 +256,23 @@ ngx_http_mdm_watch_pairs_html_head(ngx_http_mdm_watch_pairs_ctx_t *ctx,
            != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    if (ctx->refused) {
+        error.data = (u_char *) ctx->error;
+        error.len = ngx_strlen(ctx->error);
+
+        if (ngx_http_mdm_watch_pairs_literal(out,
+                "<p role=\"alert\">Not looked up: ")
+            != NGX_OK
+            || ngx_http_mdm_watch_pairs_append_escaped(out, &error, 1)
+               != NGX_OK
+            || ngx_http_mdm_watch_pairs_literal(out, ".</p>\n") != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
     }
 
     if (ctx->pairs.nelts == 0) {

@@ -6,7 +6,8 @@
 # nothing; 400 for a bad cursor, limit, format or filter, and for a
 # cursor with a filter; 405 for other methods, in JSON for a JSON
 # request; JSON or HTML by ?format= and Accept; values Redis holds that
-# would break JSON or HTML; the HTML page grouped by phone; 503 without
+# would break JSON or HTML; the HTML page grouped by phone, and with its
+# search box and the reason when a request is refused; 503 without
 # Redis or with a Redis that answers too much; and the configuration,
 # with the default Redis when mdm_watch_redis is not given.
 
@@ -335,6 +336,51 @@ is($res->{status}, 404, 'a search on the page that finds nothing: 404');
 like($res->{body}, qr{value="&lt;b&gt;nothing"},
     'the page shows the search, escaped');
 like($res->{body}, qr{No pairs found}, 'the page says nothing was found');
+
+# the search box's text that can be neither a UDID nor a serial finds
+# nothing, as any other search would
+{
+    my $long = 'S' x 100;
+    $res = $t->request(uri => "/pairs?q=$long");
+    is($res->{status}, 404, 'a search of 100 bytes on the page: 404');
+    like($res->{body}, qr{value="$long"}, 'the search box keeps it');
+    like($res->{body}, qr{No pairs found}, 'the page says nothing was found');
+
+    my $err = json_ok('a search of 100 bytes in JSON', "q=$long", 404);
+    ok(defined $err->{error}, 'a search of 100 bytes in JSON: {"error": ...}');
+    $err = json_ok('serial= of 65 bytes in JSON', 'serial=' . ('S' x 65),
+        400);
+    is($err->{error}, 'serial longer than 64 bytes',
+        'serial= of 65 bytes says why it is refused');
+}
+
+# a request refused shows the page, with the search box and the reason
+for my $case (
+    ['limit=0 on the page', 'limit=0', qr{limit must be a number}, ''],
+    ['a search of 300 bytes on the page', 'q=' . ('Q' x 300),
+        qr{no longer than 256 bytes}, ''],
+    ['a search with a cursor on the page',
+        'q=%3Cb%3E&cursor=' . encode_base64url($watch),
+        qr{not with a filter}, '&lt;b&gt;'],
+) {
+    my ($what, $query, $reason, $box) = @$case;
+    my $mark = $t->log_mark;
+    $res = $t->request(uri => "/pairs?$query");
+    is($res->{status}, 400, "$what: 400");
+    is($res->{headers}{'content-type'}, 'text/html; charset=utf-8',
+        "$what: the pairs page");
+    like($res->{body}, qr{<input id="q" name="q" [^>]* value="\Q$box\E">},
+        "$what: the page has the search box, with the search escaped");
+    like($res->{body}, qr{<p role="alert">Not looked up: [^<]*$reason},
+        "$what: the page says why");
+    unlike($res->{body}, qr{<section>|No pairs found},
+        "$what: the page lists no pairs");
+    like($res->{headers}{'content-security-policy'} // '',
+        qr/^default-src 'none'/, "$what: under the page's policy");
+    common_headers($what, $res);
+    $t->log_like(qr/\[info\][^\n]*pairs request refused/,
+        "$what: logged at the info level", $mark);
+}
 
 # 6. without Redis
 
