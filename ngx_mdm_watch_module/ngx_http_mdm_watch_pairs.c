@@ -27,6 +27,24 @@
 #define NGX_HTTP_MDM_WATCH_PAIRS_TIME_MAX    253402300799
 
 
+/* a media range of an Accept header */
+
+typedef struct {
+    ngx_str_t                        type;
+    ngx_str_t                        subtype;
+    ngx_int_t                        q;
+} ngx_http_mdm_watch_pairs_range_t;
+
+
+/* how much a type is accepted: quality, the range that said so, where */
+
+typedef struct {
+    ngx_int_t                        q;
+    ngx_uint_t                       match;
+    ngx_uint_t                       order;
+} ngx_http_mdm_watch_pairs_pref_t;
+
+
 static ngx_int_t ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_mdm_watch_pairs_format(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx);
@@ -40,6 +58,15 @@ static ngx_int_t ngx_http_mdm_watch_pairs_arg(ngx_http_request_t *r,
     char *name, ngx_str_t *value);
 static ngx_uint_t ngx_http_mdm_watch_pairs_accepts_json(
     ngx_http_request_t *r);
+static u_char *ngx_http_mdm_watch_pairs_media_range(u_char *p, u_char *last,
+    ngx_http_mdm_watch_pairs_range_t *range);
+static u_char *ngx_http_mdm_watch_pairs_token(u_char *p, u_char *last,
+    ngx_str_t *token);
+static ngx_int_t ngx_http_mdm_watch_pairs_qvalue(u_char *p, size_t len);
+static void ngx_http_mdm_watch_pairs_prefer(
+    ngx_http_mdm_watch_pairs_pref_t *pref,
+    ngx_http_mdm_watch_pairs_range_t *range, ngx_str_t *type,
+    ngx_str_t *subtype, ngx_uint_t order);
 static ngx_int_t ngx_http_mdm_watch_pairs_query(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx);
 static void ngx_http_mdm_watch_pairs_reply(ngx_http_request_t *r,
@@ -575,16 +602,33 @@ ngx_http_mdm_watch_pairs_arg(ngx_http_request_t *r, char *name,
 }
 
 
-/* whether an Accept header names application/json before text/html */
+/*
+ * whether the Accept headers, read as one list of media ranges, prefer
+ * application/json to text/html: a higher quality, or the same quality
+ * named first; the most specific range that matches a type gives its
+ * quality, "q=0" refuses it, and a type no range matches has quality 0
+ */
 
 static ngx_uint_t
 ngx_http_mdm_watch_pairs_accepts_json(ngx_http_request_t *r)
 {
-    u_char           *json, *html, *last;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    u_char                            *p, *last;
+    ngx_int_t                          qj, qh;
+    ngx_uint_t                         i, order;
+    ngx_list_part_t                   *part;
+    ngx_table_elt_t                   *h;
+    ngx_http_mdm_watch_pairs_range_t   range;
+    ngx_http_mdm_watch_pairs_pref_t    json, html;
 
+    static ngx_str_t  application = ngx_string("application");
+    static ngx_str_t  json_type = ngx_string("json");
+    static ngx_str_t  text = ngx_string("text");
+    static ngx_str_t  html_type = ngx_string("html");
+
+    ngx_memzero(&json, sizeof(ngx_http_mdm_watch_pairs_pref_t));
+    ngx_memzero(&html, sizeof(ngx_http_mdm_watch_pairs_pref_t));
+
+    order = 0;
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -592,7 +636,7 @@ ngx_http_mdm_watch_pairs_accepts_json(ngx_http_request_t *r)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return 0;
+                break;
             }
 
             part = part->next;
@@ -608,18 +652,231 @@ ngx_http_mdm_watch_pairs_accepts_json(ngx_http_request_t *r)
             continue;
         }
 
-        last = h[i].value.data + h[i].value.len;
+        p = h[i].value.data;
+        last = p + h[i].value.len;
 
-        json = ngx_strlcasestrn(h[i].value.data, last,
-                                (u_char *) "application/json",
-                                sizeof("application/json") - 2);
-        html = ngx_strlcasestrn(h[i].value.data, last,
-                                (u_char *) "text/html",
-                                sizeof("text/html") - 2);
+        while (p < last) {
+            p = ngx_http_mdm_watch_pairs_media_range(p, last, &range);
 
-        if (json && (html == NULL || json < html)) {
-            return 1;
+            if (p < last) {
+                p++;
+            }
+
+            if (range.q < 0) {
+                continue;
+            }
+
+            order++;
+
+            ngx_http_mdm_watch_pairs_prefer(&json, &range, &application,
+                                            &json_type, order);
+            ngx_http_mdm_watch_pairs_prefer(&html, &range, &text,
+                                            &html_type, order);
         }
+    }
+
+    qj = json.match ? json.q : 0;
+    qh = html.match ? html.q : 0;
+
+    return qj > 0 && (qj > qh || (qj == qh && json.order < html.order));
+}
+
+
+/*
+ * the media range at p, up to the comma that ends it or last, which it
+ * returns; range->q is its quality in thousandths, -1 if it is malformed
+ */
+
+static u_char *
+ngx_http_mdm_watch_pairs_media_range(u_char *p, u_char *last,
+    ngx_http_mdm_watch_pairs_range_t *range)
+{
+    u_char  *name, *value;
+
+    range->q = 1000;
+
+    p = ngx_http_mdm_watch_pairs_token(p, last, &range->type);
+
+    if (p == last || *p != '/') {
+        goto invalid;
+    }
+
+    p = ngx_http_mdm_watch_pairs_token(p + 1, last, &range->subtype);
+
+    if (range->type.len == 0 || range->subtype.len == 0) {
+        goto invalid;
+    }
+
+    /* parameters: ";" name "=" value, the quality "q" among them */
+
+    for ( ;; ) {
+        while (p < last && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        if (p == last || *p == ',') {
+            return p;
+        }
+
+        if (*p++ != ';') {
+            goto invalid;
+        }
+
+        while (p < last && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        name = p;
+
+        while (p < last && *p != '=' && *p != ',' && *p != ';') {
+            p++;
+        }
+
+        if (p == last || *p != '=') {
+            goto invalid;
+        }
+
+        value = ++p;
+
+        if (p < last && *p == '"') {
+            for (p++; p < last && *p != '"'; p++) {
+                if (*p == '\\' && p + 1 < last) {
+                    p++;
+                }
+            }
+
+            if (p == last) {
+                goto invalid;
+            }
+
+            p++;
+
+            continue;
+        }
+
+        while (p < last && *p != ',' && *p != ';' && *p != ' '
+               && *p != '\t')
+        {
+            p++;
+        }
+
+        if (value - name == 2 && (*name == 'q' || *name == 'Q')) {
+            range->q = ngx_http_mdm_watch_pairs_qvalue(value, p - value);
+
+            if (range->q < 0) {
+                goto invalid;
+            }
+        }
+    }
+
+invalid:
+
+    range->q = -1;
+
+    /* TODO: a comma quoted in the rest of a malformed range ends it */
+
+    while (p < last && *p != ',') {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* a type or subtype after optional white space */
+
+static u_char *
+ngx_http_mdm_watch_pairs_token(u_char *p, u_char *last, ngx_str_t *token)
+{
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    token->data = p;
+
+    while (p < last && *p != '/' && *p != ',' && *p != ';' && *p != ' '
+           && *p != '\t')
+    {
+        p++;
+    }
+
+    token->len = p - token->data;
+
+    return p;
+}
+
+
+/* "0", "1", or either with up to three decimals, in thousandths; -1: none */
+
+static ngx_int_t
+ngx_http_mdm_watch_pairs_qvalue(u_char *p, size_t len)
+{
+    size_t     i;
+    ngx_int_t  q, unit;
+
+    if (len == 0 || len > sizeof("0.000") - 1
+        || (p[0] != '0' && p[0] != '1')
+        || (len > 1 && p[1] != '.'))
+    {
+        return -1;
+    }
+
+    q = (p[0] - '0') * 1000;
+    unit = 100;
+
+    for (i = 2; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+
+        q += (p[i] - '0') * unit;
+        unit /= 10;
+    }
+
+    return (q > 1000) ? -1 : q;
+}
+
+
+/*
+ * takes the quality of a range for type/subtype if the range is more
+ * specific than the one that gave it so far: any type is the least
+ * specific, then any subtype of the type, then the type itself
+ */
+
+static void
+ngx_http_mdm_watch_pairs_prefer(ngx_http_mdm_watch_pairs_pref_t *pref,
+    ngx_http_mdm_watch_pairs_range_t *range, ngx_str_t *type,
+    ngx_str_t *subtype, ngx_uint_t order)
+{
+    ngx_uint_t  match;
+
+    if (range->type.len == 1 && range->type.data[0] == '*') {
+        match = (range->subtype.len == 1 && range->subtype.data[0] == '*');
+
+    } else if (range->type.len != type->len
+               || ngx_strncasecmp(range->type.data, type->data, type->len)
+                  != 0)
+    {
+        match = 0;
+
+    } else if (range->subtype.len == 1 && range->subtype.data[0] == '*') {
+        match = 2;
+
+    } else if (range->subtype.len == subtype->len
+               && ngx_strncasecmp(range->subtype.data, subtype->data,
+                                  subtype->len)
+                  == 0)
+    {
+        match = 3;
+
+    } else {
+        match = 0;
+    }
+
+    if (match > pref->match) {
+        pref->match = match;
+        pref->q = range->q;
+        pref->order = order;
     }
 }
 

@@ -210,6 +210,47 @@ for my $case (
     is($res->{headers}{'content-type'}, $type, "$what: $type");
 }
 
+# Accept is read as media ranges with their qualities: JSON when
+# application/json is preferred to text/html, by quality, or by order at
+# the same quality
+my $JSON = 'application/json';
+my $HTML = 'text/html; charset=utf-8';
+for my $case (
+    ['application/jsonx', $HTML],
+    ['xapplication/json', $HTML],
+    ['application/json-patch+json', $HTML],
+    ['application/json;q=0', $HTML],
+    ['application/json; q=0.000, text/plain', $HTML],
+    ['application/json;q=2', $HTML],
+    ['application/json;q=abc', $HTML],
+    ['Application/JSON', $JSON],
+    ['application/json ; charset=utf-8 ; q=0.8 , text/html;q=0.7', $JSON],
+    ['text/html;q=0.5, application/json', $JSON],
+    ['text/html, application/json;q=0.9', $HTML],
+    ['application/json, text/html', $JSON],
+    ['text/html, application/json', $HTML],
+    ['text/html;level="1,2";q=0.1, application/json', $JSON],
+    ['*/*;q=0.1, application/json', $JSON],
+    ['application/json;q=0.5, */*', $HTML],
+    ['application/json, */*', $JSON],
+    ['*/*', $HTML],
+    ['application/*', $JSON],
+    ['text/*;q=0.3, application/json;q=0.4', $JSON],
+    ['text/html;q=0, application/json;q=0.001', $JSON],
+    [['text/html', 'application/json'], $HTML],
+    [['application/json', 'text/html'], $JSON],
+    [['text/html;q=0.9', 'application/json'], $JSON],
+) {
+    my ($accept, $type) = @$case;
+    my @values = ref $accept ? @$accept : ($accept);
+    my $what = 'Accept: ' . join(' then Accept: ', @values);
+    my $res = $t->request(uri => '/pairs',
+        headers => [map { ['Accept', $_] } @values]);
+    is($res->{status}, 200, "$what: 200");
+    is($res->{headers}{'content-type'}, $type,
+        "$what: " . ($type eq $JSON ? 'JSON' : 'HTML'));
+}
+
 # 4. values Redis holds that would break JSON or HTML
 
 my $evil_watch = '00008301-0000000000000E01';
