@@ -111,15 +111,22 @@ static char  ngx_http_mdm_watch_pairs_style[] =
     "}\n";
 
 
+/* the search is case-insensitive for ASCII letters only, as the server's */
+
 static char  ngx_http_mdm_watch_pairs_script[] =
     "\n"
     "var q = document.getElementById('q');\n"
+    "function lower(s) {\n"
+    "    return s.replace(/[A-Z]/g, function (c) {\n"
+    "        return String.fromCharCode(c.charCodeAt(0) + 32);\n"
+    "    });\n"
+    "}\n"
     "q.addEventListener('input', function () {\n"
-    "    var s = q.value.trim().toLowerCase();\n"
+    "    var s = lower(q.value.trim());\n"
     "    document.querySelectorAll('section').forEach(function (g) {\n"
     "        var shown = 0;\n"
     "        g.querySelectorAll('tbody tr').forEach(function (tr) {\n"
-    "            var key = tr.getAttribute('data-search').toLowerCase();\n"
+    "            var key = lower(tr.getAttribute('data-search'));\n"
     "            tr.hidden = key.indexOf(s) < 0;\n"
     "            shown += tr.hidden ? 0 : 1;\n"
     "        });\n"
