@@ -90,7 +90,8 @@ is_deeply($b->js($VISIBLE)->{rows}, [$target->{watch}],
     store_pairs($t, { watch => $watch, phone => '00008150-0000000000000001',
         serial => "\xc3\x84SCII-W1" });
     my ($res) = get_pairs($t, 'serial=%C3%A4scii-w1');
-    is($res->{status}, 404, 'the server does not match a capital A with umlaut to a small one');
+    is($res->{status}, 404,
+        'the server does not match a capital A with umlaut to a small one');
     ($res) = get_pairs($t, 'serial=%C3%84scii-w1');
     is($res->{status}, 200, 'the server matches ASCII letters of another case');
 
