@@ -36,6 +36,10 @@
 #define NGX_HTTP_MDM_WATCH_KEY_PAIRS           "mdm_watch:pairs"
 #define NGX_HTTP_MDM_WATCH_KEY_SERIAL          "mdm_watch:serial:"
 
+/* the longest serial indexed and looked up, as a number and in Lua */
+#define NGX_HTTP_MDM_WATCH_SERIAL_MAX          64
+#define NGX_HTTP_MDM_WATCH_SERIAL_MAX_LUA      "64"
+
 
 /*
  * a Lua function for the scripts that replace or remove a pair: the
@@ -304,6 +308,7 @@ typedef struct {
     ngx_str_t                           next;
 
     unsigned                            json:1;
+    unsigned                            refused:1;
 } ngx_http_mdm_watch_pairs_ctx_t;
 
 

@@ -33,7 +33,8 @@ static void ngx_http_mdm_watch_challenge_reply(ngx_http_request_t *r,
  * consumes a pairing token and records the pair it proves, atomically;
  * a watch paired again with another phone leaves the old phone's set;
  * the pair goes into the index of all pairs, and its serial, in upper
- * case, into the serial index, where it replaces its previous serial
+ * case, into the serial index, where it replaces its previous serial;
+ * a serial longer than the pairs view looks up is kept in the pair only
  */
 
 static char  ngx_http_mdm_watch_consume_script[] =
@@ -52,7 +53,8 @@ static char  ngx_http_mdm_watch_consume_script[] =
         "'state', 'paired') "
     "redis.call('SADD', KEYS[3], ARGV[2]) "
     "redis.call('ZADD', ARGV[10], 0, ARGV[2]) "
-    "if ARGV[4] ~= '' then "
+    "if ARGV[4] ~= '' "
+        "and #ARGV[4] <= " NGX_HTTP_MDM_WATCH_SERIAL_MAX_LUA " then "
         "redis.call('SET', ARGV[11] .. string.upper(ARGV[4]), ARGV[2]) "
     "end "
     "return 1";

@@ -541,13 +541,6 @@ ngx_http_mdm_watch_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_mdm_watch_main_conf_t *mmcf = conf;
 
-    if (mmcf->pairs && mmcf->addr.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "no \"mdm_watch_redis\" is defined, "
-                           "\"mdm_watch_pairs\" reads the pairs from it");
-        return NGX_CONF_ERROR;
-    }
-
     if (mmcf->addr.len == 0) {
         ngx_str_set(&mmcf->addr, "127.0.0.1:6379");
         ngx_str_set(&mmcf->host, "127.0.0.1");

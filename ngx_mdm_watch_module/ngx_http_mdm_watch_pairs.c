@@ -17,23 +17,56 @@
 #define NGX_HTTP_MDM_WATCH_PAIRS_LIMIT       100
 #define NGX_HTTP_MDM_WATCH_PAIRS_LIMIT_MAX   1000
 #define NGX_HTTP_MDM_WATCH_PAIRS_ARG_MAX     256
-#define NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX  128
-#define NGX_HTTP_MDM_WATCH_PAIRS_SERIAL_MAX  64
+
+/* the longest watch UDID a page lists and a cursor names, also in Lua */
+#define NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX      128
+#define NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX_LUA  "128"
 
 /* a time as RFC 3339 writes it, up to the year 9999 */
 #define NGX_HTTP_MDM_WATCH_PAIRS_TIME_LEN    sizeof("2026-12-04T18:00:00Z")
 #define NGX_HTTP_MDM_WATCH_PAIRS_TIME_MAX    253402300799
 
 
+/* a media range of an Accept header */
+
+typedef struct {
+    ngx_str_t                        type;
+    ngx_str_t                        subtype;
+    ngx_int_t                        q;
+} ngx_http_mdm_watch_pairs_range_t;
+
+
+/* how much a type is accepted: quality, the range that said so, where */
+
+typedef struct {
+    ngx_int_t                        q;
+    ngx_uint_t                       match;
+    ngx_uint_t                       order;
+} ngx_http_mdm_watch_pairs_pref_t;
+
+
 static ngx_int_t ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_mdm_watch_pairs_format(ngx_http_request_t *r,
+    ngx_http_mdm_watch_pairs_ctx_t *ctx);
 static ngx_int_t ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx);
+static ngx_int_t ngx_http_mdm_watch_pairs_cursor(ngx_pool_t *pool,
+    ngx_str_t *value, ngx_str_t *start);
 static ngx_int_t ngx_http_mdm_watch_pairs_filter(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx);
 static ngx_int_t ngx_http_mdm_watch_pairs_arg(ngx_http_request_t *r,
     char *name, ngx_str_t *value);
 static ngx_uint_t ngx_http_mdm_watch_pairs_accepts_json(
     ngx_http_request_t *r);
+static u_char *ngx_http_mdm_watch_pairs_media_range(u_char *p, u_char *last,
+    ngx_http_mdm_watch_pairs_range_t *range);
+static u_char *ngx_http_mdm_watch_pairs_token(u_char *p, u_char *last,
+    ngx_str_t *token);
+static ngx_int_t ngx_http_mdm_watch_pairs_qvalue(u_char *p, size_t len);
+static void ngx_http_mdm_watch_pairs_prefer(
+    ngx_http_mdm_watch_pairs_pref_t *pref,
+    ngx_http_mdm_watch_pairs_range_t *range, ngx_str_t *type,
+    ngx_str_t *subtype, ngx_uint_t order);
 static ngx_int_t ngx_http_mdm_watch_pairs_query(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx);
 static void ngx_http_mdm_watch_pairs_reply(ngx_http_request_t *r,
@@ -82,14 +115,25 @@ static ngx_int_t ngx_http_mdm_watch_pairs_header(ngx_http_request_t *r,
  * a page: the pairs after ARGV[1] ("-" or "(" and the last watch UDID
  * of the previous page) in the index of all pairs, at most ARGV[2];
  * the first element is the last watch UDID of the page if more follow,
- * else nil
+ * else nil; an index member longer than a cursor may be is skipped, so
+ * that every cursor handed out is accepted back
  */
 
 static char  ngx_http_mdm_watch_pairs_page_script[] =
     NGX_HTTP_MDM_WATCH_PAIRS_LUA_ADD
     "local n = tonumber(ARGV[2]) "
-    "local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', "
-        "'LIMIT', 0, n + 1) "
+    "local ids, from = {}, ARGV[1] "
+    "repeat "
+        "local want = n + 1 - #ids "
+        "local got = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', "
+            "'LIMIT', 0, want) "
+        "for _, w in ipairs(got) do "
+            "if #w <= " NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX_LUA " then "
+                "ids[#ids + 1] = w "
+            "end "
+        "end "
+        "if #got > 0 then from = '(' .. got[#got] end "
+    "until #got < want or #ids > n "
     "local out = {false} "
     "if #ids > n then "
         "ids[n + 1] = nil "
@@ -186,17 +230,6 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        if (ngx_http_mdm_watch_pairs_header(r, "Allow",
-                                            (u_char *) "GET, HEAD", 9)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
     rc = ngx_http_discard_request_body(r);
 
     if (rc != NGX_OK) {
@@ -213,11 +246,34 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, &ctx->base, ngx_mdm_watch_module);
 
-    rc = ngx_http_mdm_watch_pairs_args(r, ctx);
+    /* the format first, so that every error is in the format asked for */
+
+    rc = ngx_http_mdm_watch_pairs_format(r, ctx);
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        if (ngx_http_mdm_watch_pairs_header(r, "Allow",
+                                            (u_char *) "GET, HEAD", 9)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->error = "only GET and HEAD are allowed";
+        return ngx_http_mdm_watch_pairs_error(r, ctx, NGX_HTTP_NOT_ALLOWED);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_mdm_watch_pairs_args(r, ctx);
+    }
 
     if (rc == NGX_HTTP_BAD_REQUEST) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "mdm watch: pairs request refused: %s", ctx->error);
+    }
+
+    if (rc == NGX_DECLINED) {
+        ctx->error = "no pair matches";
+        rc = NGX_HTTP_NOT_FOUND;
     }
 
     if (rc != NGX_OK) {
@@ -237,15 +293,14 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
 }
 
 
-/* the format, the page and the filter the request asks for */
+/* JSON or HTML, by ?format= or else by Accept */
 
 static ngx_int_t
-ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
+ngx_http_mdm_watch_pairs_format(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx)
 {
-    u_char     *p;
-    ngx_int_t   rc, n;
-    ngx_str_t   value, cursor;
+    ngx_int_t  rc;
+    ngx_str_t  value;
 
     ctx->json = ngx_http_mdm_watch_pairs_accepts_json(r);
 
@@ -267,6 +322,19 @@ ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
         ctx->error = "format must be json or html";
         return NGX_HTTP_BAD_REQUEST;
     }
+
+    return NGX_OK;
+}
+
+
+/* the page and the filter the request asks for */
+
+static ngx_int_t
+ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
+    ngx_http_mdm_watch_pairs_ctx_t *ctx)
+{
+    ngx_int_t   rc, n;
+    ngx_str_t   value, cursor;
 
     ctx->limit = NGX_HTTP_MDM_WATCH_PAIRS_LIMIT;
 
@@ -292,24 +360,21 @@ ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
 
     rc = ngx_http_mdm_watch_pairs_arg(r, "cursor", &value);
 
+    /* an empty cursor is none the module hands out */
+
+    if (rc == NGX_DECLINED
+        && ngx_http_arg(r, (u_char *) "cursor", sizeof("cursor") - 1,
+                        &cursor)
+           == NGX_OK)
+    {
+        rc = NGX_ABORT;
+    }
+
     if (rc == NGX_OK) {
-        p = ngx_pnalloc(r->pool, ngx_base64_decoded_length(value.len) + 1);
-        if (p == NULL) {
+        rc = ngx_http_mdm_watch_pairs_cursor(r->pool, &value, &ctx->start);
+
+        if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cursor.data = p + 1;
-
-        if (ngx_decode_base64url(&cursor, &value) != NGX_OK
-            || cursor.len == 0
-            || cursor.len > NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX)
-        {
-            rc = NGX_ABORT;
-
-        } else {
-            *p = '(';
-            ctx->start.data = p;
-            ctx->start.len = cursor.len + 1;
         }
     }
 
@@ -318,13 +383,71 @@ ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
         return NGX_HTTP_BAD_REQUEST;
     }
 
-    return ngx_http_mdm_watch_pairs_filter(r, ctx);
+    rc = ngx_http_mdm_watch_pairs_filter(r, ctx);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ctx->filter != NGX_HTTP_MDM_WATCH_PAIRS_ALL && ctx->start.len > 1) {
+        ctx->error = "a cursor pages through all pairs, not with a filter";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * the place after which the page starts, "(" and the watch UDID the
+ * cursor names; NGX_ABORT: the cursor is not base64url as the module
+ * writes it, without padding or stray bits, or names no watch UDID the
+ * module lists
+ */
+
+static ngx_int_t
+ngx_http_mdm_watch_pairs_cursor(ngx_pool_t *pool, ngx_str_t *value,
+    ngx_str_t *start)
+{
+    u_char     *p;
+    ngx_str_t   cursor, canonical;
+
+    p = ngx_pnalloc(pool, 1 + ngx_base64_decoded_length(value->len)
+                          + value->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    cursor.data = p + 1;
+
+    if (ngx_decode_base64url(&cursor, value) != NGX_OK
+        || cursor.len == 0
+        || cursor.len > NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX)
+    {
+        return NGX_ABORT;
+    }
+
+    canonical.data = cursor.data + cursor.len;
+    ngx_encode_base64url(&canonical, &cursor);
+
+    if (canonical.len != value->len
+        || ngx_strncmp(canonical.data, value->data, value->len) != 0)
+    {
+        return NGX_ABORT;
+    }
+
+    *p = '(';
+    start->data = p;
+    start->len = cursor.len + 1;
+
+    return NGX_OK;
 }
 
 
 /*
  * at most one of watch=, phone=, serial= and q=; UDIDs and serials are
- * looked up in upper case, as the module stores them
+ * looked up in upper case, as the module stores them; NGX_DECLINED: the
+ * search box's text can be neither a UDID nor a serial, and finds nothing
  */
 
 static ngx_int_t
@@ -405,7 +528,12 @@ ngx_http_mdm_watch_pairs_filter(ngx_http_request_t *r,
         ctx->filter = NGX_HTTP_MDM_WATCH_PAIRS_SERIAL;
     }
 
-    if (ctx->id.len > NGX_HTTP_MDM_WATCH_PAIRS_SERIAL_MAX) {
+    if (ctx->id.len > NGX_HTTP_MDM_WATCH_SERIAL_MAX) {
+
+        if (filter == NGX_HTTP_MDM_WATCH_PAIRS_ANY) {
+            return NGX_DECLINED;
+        }
+
         ctx->error = "serial longer than 64 bytes";
         return NGX_HTTP_BAD_REQUEST;
     }
@@ -474,16 +602,33 @@ ngx_http_mdm_watch_pairs_arg(ngx_http_request_t *r, char *name,
 }
 
 
-/* whether an Accept header names application/json before text/html */
+/*
+ * whether the Accept headers, read as one list of media ranges, prefer
+ * application/json to text/html: a higher quality, or the same quality
+ * named first; the most specific range that matches a type gives its
+ * quality, "q=0" refuses it, and a type no range matches has quality 0
+ */
 
 static ngx_uint_t
 ngx_http_mdm_watch_pairs_accepts_json(ngx_http_request_t *r)
 {
-    u_char           *json, *html, *last;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    u_char                            *p, *last;
+    ngx_int_t                          qj, qh;
+    ngx_uint_t                         i, order;
+    ngx_list_part_t                   *part;
+    ngx_table_elt_t                   *h;
+    ngx_http_mdm_watch_pairs_range_t   range;
+    ngx_http_mdm_watch_pairs_pref_t    json, html;
 
+    static ngx_str_t  application = ngx_string("application");
+    static ngx_str_t  json_type = ngx_string("json");
+    static ngx_str_t  text = ngx_string("text");
+    static ngx_str_t  html_type = ngx_string("html");
+
+    ngx_memzero(&json, sizeof(ngx_http_mdm_watch_pairs_pref_t));
+    ngx_memzero(&html, sizeof(ngx_http_mdm_watch_pairs_pref_t));
+
+    order = 0;
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -491,7 +636,7 @@ ngx_http_mdm_watch_pairs_accepts_json(ngx_http_request_t *r)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return 0;
+                break;
             }
 
             part = part->next;
@@ -507,18 +652,231 @@ ngx_http_mdm_watch_pairs_accepts_json(ngx_http_request_t *r)
             continue;
         }
 
-        last = h[i].value.data + h[i].value.len;
+        p = h[i].value.data;
+        last = p + h[i].value.len;
 
-        json = ngx_strlcasestrn(h[i].value.data, last,
-                                (u_char *) "application/json",
-                                sizeof("application/json") - 2);
-        html = ngx_strlcasestrn(h[i].value.data, last,
-                                (u_char *) "text/html",
-                                sizeof("text/html") - 2);
+        while (p < last) {
+            p = ngx_http_mdm_watch_pairs_media_range(p, last, &range);
 
-        if (json && (html == NULL || json < html)) {
-            return 1;
+            if (p < last) {
+                p++;
+            }
+
+            if (range.q < 0) {
+                continue;
+            }
+
+            order++;
+
+            ngx_http_mdm_watch_pairs_prefer(&json, &range, &application,
+                                            &json_type, order);
+            ngx_http_mdm_watch_pairs_prefer(&html, &range, &text,
+                                            &html_type, order);
         }
+    }
+
+    qj = json.match ? json.q : 0;
+    qh = html.match ? html.q : 0;
+
+    return qj > 0 && (qj > qh || (qj == qh && json.order < html.order));
+}
+
+
+/*
+ * the media range at p, up to the comma that ends it or last, which it
+ * returns; range->q is its quality in thousandths, -1 if it is malformed
+ */
+
+static u_char *
+ngx_http_mdm_watch_pairs_media_range(u_char *p, u_char *last,
+    ngx_http_mdm_watch_pairs_range_t *range)
+{
+    u_char  *name, *value;
+
+    range->q = 1000;
+
+    p = ngx_http_mdm_watch_pairs_token(p, last, &range->type);
+
+    if (p == last || *p != '/') {
+        goto invalid;
+    }
+
+    p = ngx_http_mdm_watch_pairs_token(p + 1, last, &range->subtype);
+
+    if (range->type.len == 0 || range->subtype.len == 0) {
+        goto invalid;
+    }
+
+    /* parameters: ";" name "=" value, the quality "q" among them */
+
+    for ( ;; ) {
+        while (p < last && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        if (p == last || *p == ',') {
+            return p;
+        }
+
+        if (*p++ != ';') {
+            goto invalid;
+        }
+
+        while (p < last && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        name = p;
+
+        while (p < last && *p != '=' && *p != ',' && *p != ';') {
+            p++;
+        }
+
+        if (p == last || *p != '=') {
+            goto invalid;
+        }
+
+        value = ++p;
+
+        if (p < last && *p == '"') {
+            for (p++; p < last && *p != '"'; p++) {
+                if (*p == '\\' && p + 1 < last) {
+                    p++;
+                }
+            }
+
+            if (p == last) {
+                goto invalid;
+            }
+
+            p++;
+
+            continue;
+        }
+
+        while (p < last && *p != ',' && *p != ';' && *p != ' '
+               && *p != '\t')
+        {
+            p++;
+        }
+
+        if (value - name == 2 && (*name == 'q' || *name == 'Q')) {
+            range->q = ngx_http_mdm_watch_pairs_qvalue(value, p - value);
+
+            if (range->q < 0) {
+                goto invalid;
+            }
+        }
+    }
+
+invalid:
+
+    range->q = -1;
+
+    /* TODO: a comma quoted in the rest of a malformed range ends it */
+
+    while (p < last && *p != ',') {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* a type or subtype after optional white space */
+
+static u_char *
+ngx_http_mdm_watch_pairs_token(u_char *p, u_char *last, ngx_str_t *token)
+{
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    token->data = p;
+
+    while (p < last && *p != '/' && *p != ',' && *p != ';' && *p != ' '
+           && *p != '\t')
+    {
+        p++;
+    }
+
+    token->len = p - token->data;
+
+    return p;
+}
+
+
+/* "0", "1", or either with up to three decimals, in thousandths; -1: none */
+
+static ngx_int_t
+ngx_http_mdm_watch_pairs_qvalue(u_char *p, size_t len)
+{
+    size_t     i;
+    ngx_int_t  q, unit;
+
+    if (len == 0 || len > sizeof("0.000") - 1
+        || (p[0] != '0' && p[0] != '1')
+        || (len > 1 && p[1] != '.'))
+    {
+        return -1;
+    }
+
+    q = (p[0] - '0') * 1000;
+    unit = 100;
+
+    for (i = 2; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+
+        q += (p[i] - '0') * unit;
+        unit /= 10;
+    }
+
+    return (q > 1000) ? -1 : q;
+}
+
+
+/*
+ * takes the quality of a range for type/subtype if the range is more
+ * specific than the one that gave it so far: any type is the least
+ * specific, then any subtype of the type, then the type itself
+ */
+
+static void
+ngx_http_mdm_watch_pairs_prefer(ngx_http_mdm_watch_pairs_pref_t *pref,
+    ngx_http_mdm_watch_pairs_range_t *range, ngx_str_t *type,
+    ngx_str_t *subtype, ngx_uint_t order)
+{
+    ngx_uint_t  match;
+
+    if (range->type.len == 1 && range->type.data[0] == '*') {
+        match = (range->subtype.len == 1 && range->subtype.data[0] == '*');
+
+    } else if (range->type.len != type->len
+               || ngx_strncasecmp(range->type.data, type->data, type->len)
+                  != 0)
+    {
+        match = 0;
+
+    } else if (range->subtype.len == 1 && range->subtype.data[0] == '*') {
+        match = 2;
+
+    } else if (range->subtype.len == subtype->len
+               && ngx_strncasecmp(range->subtype.data, subtype->data,
+                                  subtype->len)
+                  == 0)
+    {
+        match = 3;
+
+    } else {
+        match = 0;
+    }
+
+    if (match > pref->match) {
+        pref->match = match;
+        pref->q = range->q;
+        pref->order = order;
     }
 }
 
@@ -801,7 +1159,11 @@ ngx_http_mdm_watch_pairs_respond(ngx_http_request_t *r,
 }
 
 
-/* an error: {"error":"..."} in JSON, nginx's own page in HTML */
+/*
+ * an error: {"error":"..."} in JSON; in HTML, a search that finds
+ * nothing and a request refused show the page with the search box and
+ * say so, other errors are nginx's own page
+ */
 
 static ngx_int_t
 ngx_http_mdm_watch_pairs_error(ngx_http_request_t *r,
@@ -815,7 +1177,10 @@ ngx_http_mdm_watch_pairs_error(ngx_http_request_t *r,
 
     if (!ctx->json) {
 
-        /* a search that finds nothing still shows the search box */
+        if (status == NGX_HTTP_BAD_REQUEST) {
+            ctx->refused = 1;
+            return ngx_http_mdm_watch_pairs_respond(r, ctx, status);
+        }
 
         if (status == NGX_HTTP_NOT_FOUND) {
             return ngx_http_mdm_watch_pairs_respond(r, ctx, status);

@@ -111,15 +111,22 @@ static char  ngx_http_mdm_watch_pairs_style[] =
     "}\n";
 
 
+/* the search is case-insensitive for ASCII letters only, as the server's */
+
 static char  ngx_http_mdm_watch_pairs_script[] =
     "\n"
     "var q = document.getElementById('q');\n"
+    "function lower(s) {\n"
+    "    return s.replace(/[A-Z]/g, function (c) {\n"
+    "        return String.fromCharCode(c.charCodeAt(0) + 32);\n"
+    "    });\n"
+    "}\n"
     "q.addEventListener('input', function () {\n"
-    "    var s = q.value.trim().toLowerCase();\n"
+    "    var s = lower(q.value.trim());\n"
     "    document.querySelectorAll('section').forEach(function (g) {\n"
     "        var shown = 0;\n"
     "        g.querySelectorAll('tbody tr').forEach(function (tr) {\n"
-    "            var key = tr.getAttribute('data-search').toLowerCase();\n"
+    "            var key = lower(tr.getAttribute('data-search'));\n"
     "            tr.hidden = key.indexOf(s) < 0;\n"
     "            shown += tr.hidden ? 0 : 1;\n"
     "        });\n"
@@ -230,6 +237,8 @@ static ngx_int_t
 ngx_http_mdm_watch_pairs_html_head(ngx_http_mdm_watch_pairs_ctx_t *ctx,
     ngx_http_mdm_watch_pairs_out_t *out)
 {
+    ngx_str_t  error;
+
     if (ngx_http_mdm_watch_pairs_literal(out,
             "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
             "<meta charset=\"utf-8\">\n"
@@ -254,6 +263,23 @@ ngx_http_mdm_watch_pairs_html_head(ngx_http_mdm_watch_pairs_ctx_t *ctx,
            != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    if (ctx->refused) {
+        error.data = (u_char *) ctx->error;
+        error.len = ngx_strlen(ctx->error);
+
+        if (ngx_http_mdm_watch_pairs_literal(out,
+                "<p role=\"alert\">Not looked up: ")
+            != NGX_OK
+            || ngx_http_mdm_watch_pairs_append_escaped(out, &error, 1)
+               != NGX_OK
+            || ngx_http_mdm_watch_pairs_literal(out, ".</p>\n") != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
     }
 
     if (ctx->pairs.nelts == 0) {

@@ -6,7 +6,8 @@
 # another serial moves the serial; a watch's CheckOut removes its pair
 # from both, but not a serial that moved on to another watch; a phone's
 # CheckOut marks its watches unpaired and keeps them in both.  The pairs
-# location finds each pair by its serial after each step.
+# location finds each pair by its serial after each step.  A serial is
+# indexed only if it is no longer than the location looks up, 64 bytes.
 
 use strict;
 use warnings;
@@ -115,5 +116,26 @@ indexed('a CheckOut of the last watch');
 serial_is('a CheckOut of the last watch', 'IDX-SER-2', undef);
 is_deeply([$t->redis_keys('mdm_watch:serial:*')], [],
     'no serial is left in the index');
+
+# a serial is indexed if the pairs location can look it up, 64 bytes at
+# most; a longer one is kept in the pair only
+my ($w4, $w5) = map { sprintf '00008301-0000000000000D2%d', $_ } 4 .. 5;
+my $serial64 = 'IDX-' . ('6' x 60);
+my $serial65 = 'IDX-' . ('7' x 61);
+
+pair($t, $w4, $phone, SERIAL => $serial64);
+serial_is('a serial of 64 bytes', $serial64, $w4);
+
+pair($t, $w5, $phone, SERIAL => $serial65);
+indexed('a watch with a serial of 65 bytes paired', $w4, $w5);
+is($t->redis('EXISTS', "mdm_watch:serial:$serial65"), 0,
+    'a serial of 65 bytes is not indexed');
+is($t->redis('HGET', "mdm_watch:pair:$w5", 'serial'), $serial65,
+    'a serial of 65 bytes is kept in the pair');
+{
+    my ($res, $json) = get_pairs($t, "watch=$w5");
+    is($json->{pairs}[0]{watch_serial}, $serial65,
+        'the pairs location shows the serial of 65 bytes');
+}
 
 $t->finish;

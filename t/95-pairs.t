@@ -3,11 +3,13 @@
 # mdm_watch_pairs, the administrators' view of the pairs: a pair made by
 # the whole flow as JSON, with its exact fields; the filters by watch,
 # phone and serial, case-insensitive; 404 for a filter that finds
-# nothing; 400 for a bad cursor, limit, format or filter; 405 for other
-# methods; JSON or HTML by ?format= and Accept; values Redis holds that
-# would break JSON or HTML; the HTML page grouped by phone; 503 without
-# Redis or with a Redis that answers too much; and the configuration
-# error without mdm_watch_redis.
+# nothing; 400 for a bad cursor, limit, format or filter, and for a
+# cursor with a filter; 405 for other methods, in JSON for a JSON
+# request; JSON or HTML by ?format= and Accept; values Redis holds that
+# would break JSON or HTML; the HTML page grouped by phone, and with its
+# search box and the reason when a request is refused; 503 without
+# Redis or with a Redis that answers too much; and the configuration,
+# with the default Redis when mdm_watch_redis is not given.
 
 use strict;
 use warnings;
@@ -15,6 +17,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use MIME::Base64 qw(encode_base64url);
 use POSIX qw(strftime);
 use Test::More;
 
@@ -118,6 +121,14 @@ for my $case (
 for my $case (
     ['a cursor that is not base64url', 'cursor=!!!'],
     ['a cursor too long', 'cursor=' . ('QUFB' x 60)],
+    ['a cursor with stray bits', 'cursor=AB'],
+    ['a cursor with padding', 'cursor=QUE='],
+    ['a cursor in base64, not base64url', 'cursor=Pz8/'],
+    ['an empty cursor', 'cursor='],
+    ['a cursor with a filter',
+        'cursor=' . encode_base64url($watch) . "&watch=$watch"],
+    ['a cursor with the search box',
+        'cursor=' . encode_base64url($watch) . '&q=WTCHSERIAL01'],
     ['limit=0', 'limit=0'],
     ['limit=1001', 'limit=1001'],
     ['a limit that is no number', 'limit=ten'],
@@ -136,11 +147,39 @@ for my $case (
         "$what: logged at the info level", $mark);
 }
 
+{
+    my $json = json_ok('a cursor as the module writes it',
+        'cursor=' . encode_base64url('0'), 200);
+    is_deeply([map { $_->{watch_udid} } @{ $json->{pairs} // [] }],
+        [$watch], 'a cursor without padding is accepted');
+}
+
 for my $method (qw(POST PUT DELETE)) {
     my $res = $t->request(method => $method, uri => '/pairs', body => 'x');
     is($res->{status}, 405, "$method is not allowed");
     is($res->{headers}{allow}, 'GET, HEAD', "$method: Allow: GET, HEAD");
     common_headers($method, $res);
+    like($res->{headers}{'content-type'} // '', qr{^text/html},
+        "$method: an HTML request gets nginx's page");
+}
+
+# a JSON request is refused in JSON, like every other error
+for my $case (
+    ['POST with ?format=json', 'format=json', []],
+    ['POST with Accept: application/json', '',
+        [['Accept', 'application/json']]],
+    ['POST with ?format=json and a bad limit', 'format=json&limit=0', []],
+) {
+    my ($what, $query, $headers) = @$case;
+    my $res = $t->request(method => 'POST', uri => "/pairs?$query",
+        headers => $headers, body => 'x');
+    is($res->{status}, 405, "$what: 405");
+    is($res->{headers}{allow}, 'GET, HEAD', "$what: Allow: GET, HEAD");
+    is($res->{headers}{'content-type'}, 'application/json', "$what: JSON");
+    my $err = json_strict($res->{body} // '');
+    ok(ref $err eq 'HASH' && defined $err->{error} && !exists $err->{pairs},
+        "$what: the body is {\"error\": ...}");
+    common_headers($what, $res);
 }
 
 {
@@ -169,6 +208,47 @@ for my $case (
     my $res = $t->request(uri => "/pairs?$query", headers => $headers);
     is($res->{status}, 200, "$what: 200");
     is($res->{headers}{'content-type'}, $type, "$what: $type");
+}
+
+# Accept is read as media ranges with their qualities: JSON when
+# application/json is preferred to text/html, by quality, or by order at
+# the same quality
+my $JSON = 'application/json';
+my $HTML = 'text/html; charset=utf-8';
+for my $case (
+    ['application/jsonx', $HTML],
+    ['xapplication/json', $HTML],
+    ['application/json-patch+json', $HTML],
+    ['application/json;q=0', $HTML],
+    ['application/json; q=0.000, text/plain', $HTML],
+    ['application/json;q=2', $HTML],
+    ['application/json;q=abc', $HTML],
+    ['Application/JSON', $JSON],
+    ['application/json ; charset=utf-8 ; q=0.8 , text/html;q=0.7', $JSON],
+    ['text/html;q=0.5, application/json', $JSON],
+    ['text/html, application/json;q=0.9', $HTML],
+    ['application/json, text/html', $JSON],
+    ['text/html, application/json', $HTML],
+    ['text/html;level="1,2";q=0.1, application/json', $JSON],
+    ['*/*;q=0.1, application/json', $JSON],
+    ['application/json;q=0.5, */*', $HTML],
+    ['application/json, */*', $JSON],
+    ['*/*', $HTML],
+    ['application/*', $JSON],
+    ['text/*;q=0.3, application/json;q=0.4', $JSON],
+    ['text/html;q=0, application/json;q=0.001', $JSON],
+    [['text/html', 'application/json'], $HTML],
+    [['application/json', 'text/html'], $JSON],
+    [['text/html;q=0.9', 'application/json'], $JSON],
+) {
+    my ($accept, $type) = @$case;
+    my @values = ref $accept ? @$accept : ($accept);
+    my $what = 'Accept: ' . join(' then Accept: ', @values);
+    my $res = $t->request(uri => '/pairs',
+        headers => [map { ['Accept', $_] } @values]);
+    is($res->{status}, 200, "$what: 200");
+    is($res->{headers}{'content-type'}, $type,
+        "$what: " . ($type eq $JSON ? 'JSON' : 'HTML'));
 }
 
 # 4. values Redis holds that would break JSON or HTML
@@ -298,6 +378,51 @@ like($res->{body}, qr{value="&lt;b&gt;nothing"},
     'the page shows the search, escaped');
 like($res->{body}, qr{No pairs found}, 'the page says nothing was found');
 
+# the search box's text that can be neither a UDID nor a serial finds
+# nothing, as any other search would
+{
+    my $long = 'S' x 100;
+    $res = $t->request(uri => "/pairs?q=$long");
+    is($res->{status}, 404, 'a search of 100 bytes on the page: 404');
+    like($res->{body}, qr{value="$long"}, 'the search box keeps it');
+    like($res->{body}, qr{No pairs found}, 'the page says nothing was found');
+
+    my $err = json_ok('a search of 100 bytes in JSON', "q=$long", 404);
+    ok(defined $err->{error}, 'a search of 100 bytes in JSON: {"error": ...}');
+    $err = json_ok('serial= of 65 bytes in JSON', 'serial=' . ('S' x 65),
+        400);
+    is($err->{error}, 'serial longer than 64 bytes',
+        'serial= of 65 bytes says why it is refused');
+}
+
+# a request refused shows the page, with the search box and the reason
+for my $case (
+    ['limit=0 on the page', 'limit=0', qr{limit must be a number}, ''],
+    ['a search of 300 bytes on the page', 'q=' . ('Q' x 300),
+        qr{no longer than 256 bytes}, ''],
+    ['a search with a cursor on the page',
+        'q=%3Cb%3E&cursor=' . encode_base64url($watch),
+        qr{not with a filter}, '&lt;b&gt;'],
+) {
+    my ($what, $query, $reason, $box) = @$case;
+    my $mark = $t->log_mark;
+    $res = $t->request(uri => "/pairs?$query");
+    is($res->{status}, 400, "$what: 400");
+    is($res->{headers}{'content-type'}, 'text/html; charset=utf-8',
+        "$what: the pairs page");
+    like($res->{body}, qr{<input id="q" name="q" [^>]* value="\Q$box\E">},
+        "$what: the page has the search box, with the search escaped");
+    like($res->{body}, qr{<p role="alert">Not looked up: [^<]*$reason},
+        "$what: the page says why");
+    unlike($res->{body}, qr{<section>|No pairs found},
+        "$what: the page lists no pairs");
+    like($res->{headers}{'content-security-policy'} // '',
+        qr/^default-src 'none'/, "$what: under the page's policy");
+    common_headers($what, $res);
+    $t->log_like(qr/\[info\][^\n]*pairs request refused/,
+        "$what: logged at the info level", $mark);
+}
+
 # 6. without Redis
 
 $t->stop_redis;
@@ -359,9 +484,9 @@ $t->start_redis;
         }
 END
     my ($code, $out) = $c->nginx_test;
-    isnt($code, 0, 'mdm_watch_pairs without mdm_watch_redis is refused');
-    like($out, qr/no "mdm_watch_redis" is defined, "mdm_watch_pairs"/,
-        'the error names the missing directive');
+    is($code, 0, 'mdm_watch_pairs without mdm_watch_redis is accepted:'
+        . ' it reads the default Redis, 127.0.0.1:6379')
+        or diag($out);
 
     $c->write_config($c->default_http(locations => <<'END'));
         location = /pairs {

@@ -5,7 +5,8 @@
 # that exists for the whole walk comes exactly once, no pair comes twice,
 # a pair removed never comes after its removal, the order is the order
 # of the watch UDIDs, next is null on the last page only, and a page of
-# 1000 pairs with long fields fits in one answer.
+# 1000 pairs with long fields fits in one answer.  Index members longer
+# than 128 bytes are skipped, so every cursor handed out is accepted.
 
 use strict;
 use warnings;
@@ -146,5 +147,42 @@ like($json->{pairs}[0]{paired_at}, qr/^2026-12-04T\d\d:\d\d:\d\dZ$/,
 my @after = grep { $_ gt watch_udid(4 * 1000) } sort keys %$live;
 is($json->{pairs}[0]{watch_udid}, $after[0],
     'a cursor starts after the watch UDID it names');
+
+# index members longer than a cursor may be, written by another tool,
+# are not listed, and every cursor handed out is accepted back
+{
+    my $what = 'an index with members of 225 bytes';
+    $t->redis('FLUSHALL');
+    my @short = map { watch_udid($_) } 1, 4;
+    my @long = map { watch_udid($_) . ('X' x 200) } 2, 3;
+    store_pairs($t, map { { %{ make_pair(0) }, watch => $_ } }
+        @short, @long);
+
+    my ($cursor, @listed, @lengths);
+    my $ok = 1;
+    for my $page (1 .. 5) {
+        my ($res, $json) = get_pairs($t, 'limit=1'
+            . (defined $cursor ? "&cursor=$cursor" : ''));
+        if (($res->{status} // 0) != 200 || ref $json ne 'HASH') {
+            diag(MdmWatch::Test::describe($res));
+            $ok = 0;
+            last;
+        }
+        push @listed, map { $_->{watch_udid} } @{ $json->{pairs} };
+        $cursor = $json->{next};
+        last unless defined $cursor;
+        push @lengths, length $cursor;
+    }
+    ok($ok, "$what: every page, with the cursor of the one before, is 200");
+    is_deeply(\@listed, \@short, "$what: the short members are listed,"
+        . ' the long ones are not');
+    is_deeply([grep { $_ > 171 } @lengths], [],
+        "$what: no cursor is longer than 128 bytes in base64url");
+    ok(!defined $cursor, "$what: the walk ends with next: null");
+
+    my ($res, $json) = get_pairs($t, '');
+    is_deeply([map { $_->{watch_udid} } @{ $json->{pairs} }], \@short,
+        "$what: a page of 100 lists the short members only");
+}
 
 $t->finish;

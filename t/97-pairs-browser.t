@@ -5,7 +5,8 @@
 # allowed by its Content-Security-Policy, shows the pairs grouped by
 # phone, and typing a serial into the search box leaves only that pair's
 # row visible, and only its phone's group; clearing the box shows all
-# again; typing part of a phone UDID keeps that phone's watches.
+# again; typing part of a phone UDID keeps that phone's watches; letters
+# match without regard to case in ASCII only, as on the server.
 
 use strict;
 use warnings;
@@ -16,7 +17,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 
 use MdmWatch::Browser;
-use MdmWatch::Pairs qw(store_pairs sample_pairs);
+use MdmWatch::Pairs qw(store_pairs sample_pairs get_pairs);
 use MdmWatch::Test;
 
 plan skip_all => MdmWatch::Browser::missing()
@@ -81,6 +82,30 @@ is_deeply($b->js($VISIBLE)->{rows}, [$pairs[0]{watch}],
 $b->load("$url?q=G7MNR3WQ9D");
 is_deeply($b->js($VISIBLE)->{rows}, [$target->{watch}],
     'submitting a serial looks the pair up on the server');
+
+# letters are matched without regard to case in ASCII only, in the
+# browser as on the server
+{
+    my $watch = '00008301-7000000000000001';
+    store_pairs($t, { watch => $watch, phone => '00008150-0000000000000001',
+        serial => "\xc3\x84SCII-W1" });
+    my ($res) = get_pairs($t, 'serial=%C3%A4scii-w1');
+    is($res->{status}, 404,
+        'the server does not match a capital A with umlaut to a small one');
+    ($res) = get_pairs($t, 'serial=%C3%84scii-w1');
+    is($res->{status}, 200, 'the server matches ASCII letters of another case');
+
+    $b->load($url);
+    my $search = sub {
+        $b->js('var q = document.getElementById("q"); q.value = "'
+            . $_[0] . '"; q.dispatchEvent(new Event("input"))');
+        return $b->js($VISIBLE)->{rows};
+    };
+    is_deeply($search->('\\u00e4scii-w1'), [],
+        'the page does not match a capital A with umlaut to a small one');
+    is_deeply($search->('\\u00c4scii-W1'), [$watch],
+        'the page matches ASCII letters of another case');
+}
 
 $b->quit;
 $t->finish;
