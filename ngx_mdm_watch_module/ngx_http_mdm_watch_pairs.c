@@ -1175,6 +1175,13 @@ ngx_http_mdm_watch_pairs_error(ngx_http_request_t *r,
         return status;
     }
 
+    if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        ngx_http_mdm_watch_count(unavailable);
+
+    } else if (status == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        ngx_http_mdm_watch_count(internal_errors);
+    }
+
     if (!ctx->json) {
 
         if (status == NGX_HTTP_BAD_REQUEST) {

@@ -21,12 +21,17 @@ use MIME::Base64 qw(encode_base64url);
 use POSIX qw(strftime);
 use Test::More;
 
+use MdmWatch::Metrics qw(status_page);
 use MdmWatch::Pairs qw(pair store_pairs get_pairs json_strict);
 use MdmWatch::Test;
 
 my $t = MdmWatch::Test->new->setup(locations => <<'END');
         location = /pairs {
             mdm_watch_pairs;
+        }
+
+        location = /status {
+            mdm_watch_status;
         }
 END
 
@@ -425,13 +430,26 @@ for my $case (
 
 # 6. without Redis
 
+# the counters of the answers that are not the client's doing
+sub counted {
+    my ($what, $send, %delta) = @_;
+    my $before = status_page($t)->{value};
+    $send->();
+    my $after = status_page($t)->{value};
+    for my $c (sort keys %delta) {
+        is($after->{$c} - $before->{$c}, $delta{$c},
+            "$what: $c moves by $delta{$c}");
+    }
+}
+
 $t->stop_redis;
-{
+counted('without Redis', sub {
     my $err = json_ok('without Redis', '', 503);
     ok(defined $err->{error}, 'without Redis: {"error": ...}');
     my ($r2) = get_pairs($t, '');
+    is($r2->{status}, 503, 'without Redis, again: 503');
     is($r2->{headers}{'retry-after'}, '5', 'without Redis: Retry-After');
-}
+}, mdm_watch_unavailable_total => 2, mdm_watch_internal_errors_total => 0);
 
 # a Redis that answers with more than a page of pairs can take: the
 # connection is dropped once 2 MB are buffered, and the answer is 503
@@ -466,6 +484,10 @@ $t->stop_redis;
         select undef, undef, undef, 0.05;
     }
     is($r2->{status}, 500, "$what: 500");
+    counted($what, sub {
+        my ($r3) = get_pairs($t, '');
+        is($r3->{status}, 500, "$what, again: 500");
+    }, mdm_watch_internal_errors_total => 1, mdm_watch_unavailable_total => 0);
     ok(defined $j2->{error}, "$what: {\"error\": ...}");
     $t->log_like(qr/\[error\][^\n]*unexpected redis reply[^\n]*pairs/,
         "$what: the error log says what came", $mark);
