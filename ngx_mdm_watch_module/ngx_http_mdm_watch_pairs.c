@@ -92,13 +92,13 @@ static ngx_int_t ngx_http_mdm_watch_pairs_header(ngx_http_request_t *r,
  * adds the pair of watch w to the array out: its UDID as indexed, then
  * the fields of its record, each cut to 128 bytes, so that a page of
  * 1000 pairs stays within the Redis layer's reply limits; a pair whose
- * record is gone is left out
+ * record is gone, or is no hash, is left out
  */
 
 #define NGX_HTTP_MDM_WATCH_PAIRS_LUA_ADD                                      \
     "local function add(out, w) "                                             \
         "local key = ARGV[3] .. w "                                           \
-        "if redis.call('EXISTS', key) == 0 then return end "                  \
+        "if redis.call('TYPE', key).ok ~= 'hash' then return end "            \
         "local h = redis.call('HMGET', key, 'watch_udid', 'phone_udid', "     \
             "'serial', 'product', 'os_version', 'paired_at', 'state') "       \
         "local p = {string.sub(w, 1, 128)} "                                  \
@@ -116,7 +116,8 @@ static ngx_int_t ngx_http_mdm_watch_pairs_header(ngx_http_request_t *r,
  * of the previous page) in the index of all pairs, at most ARGV[2];
  * the first element is the last watch UDID of the page if more follow,
  * else nil; an index member longer than a cursor may be is skipped, so
- * that every cursor handed out is accepted back
+ * that every cursor handed out is accepted back, and so is one whose
+ * record is gone or is no hash, so that a page is short only at the end
  */
 
 static char  ngx_http_mdm_watch_pairs_page_script[] =
@@ -128,7 +129,9 @@ static char  ngx_http_mdm_watch_pairs_page_script[] =
         "local got = redis.call('ZRANGEBYLEX', KEYS[1], from, '+', "
             "'LIMIT', 0, want) "
         "for _, w in ipairs(got) do "
-            "if #w <= " NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX_LUA " then "
+            "if #w <= " NGX_HTTP_MDM_WATCH_PAIRS_CURSOR_MAX_LUA " "
+                "and redis.call('TYPE', ARGV[3] .. w).ok == 'hash' "
+            "then "
                 "ids[#ids + 1] = w "
             "end "
         "end "
@@ -154,14 +157,18 @@ static char  ngx_http_mdm_watch_pairs_lookup_script[] =
     "local mode, id = ARGV[1], ARGV[2] "
     "local out = {false} "
     "if mode == 'watch' or mode == 'any' then add(out, id) end "
-    "if #out == 1 and (mode == 'phone' or mode == 'any') then "
+    "if #out == 1 and (mode == 'phone' or mode == 'any') "
+        "and redis.call('TYPE', ARGV[4] .. id).ok == 'set' "
+    "then "
         "local ws = redis.call('SMEMBERS', ARGV[4] .. id) "
         "table.sort(ws) "
         "for i = 1, math.min(#ws, tonumber(ARGV[6])) do "
             "add(out, ws[i]) "
         "end "
     "end "
-    "if #out == 1 and (mode == 'serial' or mode == 'any') then "
+    "if #out == 1 and (mode == 'serial' or mode == 'any') "
+        "and redis.call('TYPE', ARGV[5] .. id).ok == 'string' "
+    "then "
         "local w = redis.call('GET', ARGV[5] .. id) "
         "if w then add(out, w) end "
     "end "
@@ -306,6 +313,10 @@ ngx_http_mdm_watch_pairs_format(ngx_http_request_t *r,
 
     rc = ngx_http_mdm_watch_pairs_arg(r, "format", &value);
 
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if (rc == NGX_OK) {
         if (ngx_http_mdm_watch_str_eq(&value, "json")) {
             ctx->json = 1;
@@ -334,11 +345,15 @@ ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx)
 {
     ngx_int_t   rc, n;
-    ngx_str_t   value, cursor;
+    ngx_str_t   value;
 
     ctx->limit = NGX_HTTP_MDM_WATCH_PAIRS_LIMIT;
 
     rc = ngx_http_mdm_watch_pairs_arg(r, "limit", &value);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     if (rc == NGX_OK) {
         n = ngx_atoi(value.data, value.len);
@@ -360,22 +375,12 @@ ngx_http_mdm_watch_pairs_args(ngx_http_request_t *r,
 
     rc = ngx_http_mdm_watch_pairs_arg(r, "cursor", &value);
 
-    /* an empty cursor is none the module hands out */
-
-    if (rc == NGX_DECLINED
-        && ngx_http_arg(r, (u_char *) "cursor", sizeof("cursor") - 1,
-                        &cursor)
-           == NGX_OK)
-    {
-        rc = NGX_ABORT;
-    }
-
     if (rc == NGX_OK) {
         rc = ngx_http_mdm_watch_pairs_cursor(r->pool, &value, &ctx->start);
+    }
 
-        if (rc == NGX_ERROR) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (rc == NGX_ABORT) {
@@ -472,6 +477,10 @@ ngx_http_mdm_watch_pairs_filter(ngx_http_request_t *r,
             continue;
         }
 
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         if (rc != NGX_OK || ctx->filter != NGX_HTTP_MDM_WATCH_PAIRS_ALL) {
             ctx->error = "one filter at most, of watch, phone, serial "
                          "and q, no longer than 256 bytes";
@@ -528,6 +537,11 @@ ngx_http_mdm_watch_pairs_filter(ngx_http_request_t *r,
         ctx->filter = NGX_HTTP_MDM_WATCH_PAIRS_SERIAL;
     }
 
+    if (ctx->id.len == 0) {
+        ctx->error = "empty serial";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
     if (ctx->id.len > NGX_HTTP_MDM_WATCH_SERIAL_MAX) {
 
         if (filter == NGX_HTTP_MDM_WATCH_PAIRS_ANY) {
@@ -554,8 +568,9 @@ ngx_http_mdm_watch_pairs_filter(ngx_http_request_t *r,
 
 
 /*
- * NGX_OK: the argument, decoded into memory of its own; NGX_DECLINED:
- * absent or empty; NGX_ABORT: too long or not decodable
+ * NGX_OK: the argument, decoded into memory of its own, maybe empty;
+ * NGX_DECLINED: absent; NGX_ABORT: too long or not decodable;
+ * NGX_ERROR: no memory
  */
 
 static ngx_int_t
@@ -566,9 +581,7 @@ ngx_http_mdm_watch_pairs_arg(ngx_http_request_t *r, char *name,
     size_t      i;
     ngx_str_t   raw;
 
-    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK
-        || raw.len == 0)
-    {
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -576,9 +589,15 @@ ngx_http_mdm_watch_pairs_arg(ngx_http_request_t *r, char *name,
         return NGX_ABORT;
     }
 
+    if (raw.len == 0) {
+        value->data = raw.data;
+        value->len = 0;
+        return NGX_OK;
+    }
+
     value->data = ngx_pnalloc(r->pool, raw.len);
     if (value->data == NULL) {
-        return NGX_ABORT;
+        return NGX_ERROR;
     }
 
     /* a form sends spaces as "+" */
@@ -598,7 +617,7 @@ ngx_http_mdm_watch_pairs_arg(ngx_http_request_t *r, char *name,
 
     value->len = dst - value->data;
 
-    return value->len ? NGX_OK : NGX_DECLINED;
+    return NGX_OK;
 }
 
 

@@ -368,7 +368,8 @@ ngx_http_mdm_watch_pairs_html_tail(ngx_http_mdm_watch_pairs_ctx_t *ctx,
             != NGX_OK
             || ngx_http_mdm_watch_pairs_append_escaped(out, &ctx->next, 1)
                != NGX_OK
-            || ngx_http_mdm_watch_pairs_literal(out, "&amp;limit=")
+            || ngx_http_mdm_watch_pairs_literal(out,
+                                                "&amp;format=html&amp;limit=")
                != NGX_OK
             || ngx_http_mdm_watch_pairs_append(out, limit, p - limit)
                != NGX_OK

@@ -59,7 +59,7 @@ static char  ngx_http_mdm_watch_record_script[] =
 /*
  * the watches of a device that checks out, for $mdm_watch_paired_udids:
  * how many there are, then the first ARGV[1] of them in byte order;
- * only members shaped as UDIDs count, as only they can go in a header
+ * only members shaped as the module writes UDIDs, in upper case, count
  */
 
 static char  ngx_http_mdm_watch_paired_script[] =
@@ -67,7 +67,7 @@ static char  ngx_http_mdm_watch_paired_script[] =
     "local out = {0} "
     "table.sort(ws) "
     "for _, w in ipairs(ws) do "
-        "if #w <= 64 and not string.find(w, '[^%w%-]') then "
+        "if #w > 0 and #w <= 64 and not string.find(w, '[^%u%d%-]') then "
             "out[1] = out[1] + 1 "
             "if #out <= tonumber(ARGV[1]) then out[#out + 1] = w end "
         "end "

@@ -244,7 +244,8 @@ for i = 1, tonumber(ARGV[2]) do
     redis.call('SADD', 'mdm_watch:phone:' .. ARGV[1], w)
 end
 redis.call('SADD', 'mdm_watch:phone:' .. ARGV[1],
-    "00008301-0000000000000D00\r\nX-Injected: yes")
+    "00008301-0000000000000D00\r\nX-Injected: yes", '',
+    '00008301-00000000000000aa')
 LUA
     my @watches = map { sprintf '00008301-%016X', 0xD000 + $_ } 1 .. 1500;
     my $mark = length $t->error_log;

@@ -143,6 +143,11 @@ for my $case (
     ['a watch filter that is no UDID', 'watch=not_a_udid!'],
     ['a phone filter that is no UDID', 'phone=' . ('A' x 65)],
     ['an argument too long', 'serial=' . ('S' x 300)],
+    ['an empty limit', 'limit='],
+    ['an empty watch filter', 'watch='],
+    ['an empty phone filter', 'phone='],
+    ['an empty serial filter', 'serial='],
+    ['an empty format', 'format='],
 ) {
     my ($what, $query) = @$case;
     my $mark = $t->log_mark;
@@ -369,8 +374,10 @@ unlike($res->{body}, qr{rel="next"}, 'the only page has no next link');
 
 $res = $t->request(uri => '/pairs?limit=2');
 like($res->{body},
-    qr{<a rel="next" href="\?cursor=[A-Za-z0-9_-]+&amp;limit=2">},
-    'a page with more after it links to the next');
+    qr{<a\ rel="next"\ href="\?cursor=[A-Za-z0-9_-]+
+       &amp;format=html&amp;limit=2">}x,
+    'a page with more after it links to the next, as HTML whatever the'
+    . ' browser accepts');
 
 $res = $t->request(uri => '/pairs?q=ser02');
 is($res->{status}, 200, 'a search on the page by serial: 200');
@@ -495,6 +502,52 @@ counted('without Redis', sub {
 }
 
 $t->start_redis;
+
+# index entries without a record, or whose record is no hash, which the
+# module never leaves, are read past: pages are full but for the last,
+# and a key of the wrong type is no reason to answer 503
+
+{
+    # the worker connects again after its backoff
+    my $deadline = time + MdmWatch::Test::slow(10);
+    while (time < $deadline) {
+        my ($r) = get_pairs($t, '');
+        last if ($r->{status} // 0) != 503;
+        select undef, undef, undef, 0.1;
+    }
+
+    my $what = 'an index with 3,000 entries whose records are gone';
+    my @dead = map { sprintf '00008301-E%015X', $_ } 0 .. 2999;
+    MdmWatch::Pairs::pipeline($t,
+        map { ['ZADD', 'mdm_watch:pairs', 0, $_] } @dead);
+    my @live = map { sprintf '00008301-F%015X', $_ } 1 .. 3;
+    store_pairs($t, map { { watch => $_, phone => $phone } } @live);
+    $t->redis('SET', 'mdm_watch:pair:00008301-D000000000000000', 'x');
+    $t->redis('ZADD', 'mdm_watch:pairs', 0, '00008301-D000000000000000');
+
+    my $json = json_ok("$what: the first page", 'limit=2', 200);
+    is_deeply([map { $_->{watch_udid} } @{ $json->{pairs} // [] }],
+        [@live[0, 1]], "$what: the first page holds two live pairs");
+    $json = json_ok("$what: the second page",
+        'limit=2&cursor=' . encode_base64url($live[1]), 200);
+    is_deeply([map { $_->{watch_udid} } @{ $json->{pairs} // [] }],
+        [$live[2]], "$what: the second page holds the last");
+    is($json->{next}, undef, "$what: and is the last");
+
+    for my $case (['watch', '00008301-D000000000000000'],
+                  ['phone', '00008110-D000000000000000'],
+                  ['serial', 'WRONGTYPE01'])
+    {
+        my ($filter, $id) = @$case;
+        my $key = $filter eq 'watch' ? "mdm_watch:pair:$id"
+                : $filter eq 'phone' ? "mdm_watch:phone:$id"
+                :                      "mdm_watch:serial:$id";
+        $t->redis('DEL', $key);
+        $t->redis('HSET', $key, 'x', 'y') if $filter ne 'watch';
+        $t->redis('SET', $key, 'x') if $filter eq 'watch';
+        json_ok("$filter= of a key of the wrong type", "$filter=$id", 404);
+    }
+}
 
 # 7. the configuration
 
