@@ -366,6 +366,7 @@ ngx_int_t ngx_http_mdm_watch_pairing_token_record(ngx_pool_t *pool,
     ngx_http_mdm_watch_pairing_token_t *pt, ngx_str_t *record);
 ngx_int_t ngx_http_mdm_watch_pairing_token_parse(ngx_pool_t *pool,
     ngx_str_t *secret, ngx_str_t *in, ngx_http_mdm_watch_pairing_token_t *pt);
+void ngx_http_mdm_watch_hmac_free(void);
 
 /* CMS and machine info */
 

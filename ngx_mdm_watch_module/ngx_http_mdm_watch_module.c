@@ -960,4 +960,5 @@ ngx_http_mdm_watch_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_mdm_watch_redis_exit_process(cycle);
     ngx_http_mdm_watch_counters_exit_process(cycle);
+    ngx_http_mdm_watch_hmac_free();
 }

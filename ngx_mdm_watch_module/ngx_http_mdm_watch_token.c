@@ -616,3 +616,21 @@ ngx_http_mdm_watch_base64url_decode(ngx_pool_t *pool, ngx_str_t *in,
 
     return NGX_OK;
 }
+
+
+/*
+ * the context is kept for the life of the worker; nginx unloads the
+ * module when the worker exits, which would leave it unreachable
+ */
+
+void
+ngx_http_mdm_watch_hmac_free(void)
+{
+    EVP_MAC_CTX_free(ngx_http_mdm_watch_mac_ctx);
+    OPENSSL_clear_free(ngx_http_mdm_watch_mac_key,
+                       ngx_http_mdm_watch_mac_key_len);
+
+    ngx_http_mdm_watch_mac_ctx = NULL;
+    ngx_http_mdm_watch_mac_key = NULL;
+    ngx_http_mdm_watch_mac_key_len = 0;
+}
