@@ -335,6 +335,8 @@ ngx_int_t ngx_http_mdm_watch_send(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_mdm_watch_unavailable(ngx_http_request_t *r);
 ngx_int_t ngx_http_mdm_watch_not_allowed(ngx_http_request_t *r,
     char *allow);
+ngx_int_t ngx_http_mdm_watch_header(ngx_http_request_t *r, char *name,
+    u_char *value, size_t len);
 void ngx_http_mdm_watch_decline(ngx_http_request_t *r,
     ngx_http_mdm_watch_ctx_t *ctx);
 ngx_int_t ngx_http_mdm_watch_key(ngx_pool_t *pool, char *prefix,

@@ -297,16 +297,13 @@ ngx_http_mdm_watch_send(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t
 ngx_http_mdm_watch_unavailable(ngx_http_request_t *r)
 {
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_mdm_watch_header(r, "Retry-After",
+                                  (u_char *) NGX_HTTP_MDM_WATCH_RETRY_AFTER,
+                                  sizeof(NGX_HTTP_MDM_WATCH_RETRY_AFTER) - 1)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Retry-After");
-    ngx_str_set(&h->value, NGX_HTTP_MDM_WATCH_RETRY_AFTER);
 
     return NGX_HTTP_SERVICE_UNAVAILABLE;
 }
@@ -317,19 +314,37 @@ ngx_http_mdm_watch_unavailable(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_mdm_watch_not_allowed(ngx_http_request_t *r, char *allow)
 {
+    if (ngx_http_mdm_watch_header(r, "Allow", (u_char *) allow,
+                                  ngx_strlen(allow))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_HTTP_NOT_ALLOWED;
+}
+
+
+/* adds a response header; name and value must outlive the request */
+
+ngx_int_t
+ngx_http_mdm_watch_header(ngx_http_request_t *r, char *name, u_char *value,
+    size_t len)
+{
     ngx_table_elt_t  *h;
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-    h->value.data = (u_char *) allow;
-    h->value.len = ngx_strlen(allow);
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = value;
+    h->value.len = len;
 
-    return NGX_HTTP_NOT_ALLOWED;
+    return NGX_OK;
 }
 
 

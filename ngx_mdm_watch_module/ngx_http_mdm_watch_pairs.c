@@ -84,8 +84,6 @@ static ngx_int_t ngx_http_mdm_watch_pairs_error(ngx_http_request_t *r,
 static ngx_int_t ngx_http_mdm_watch_pairs_send(ngx_http_request_t *r,
     ngx_http_mdm_watch_pairs_ctx_t *ctx, ngx_uint_t status,
     ngx_http_mdm_watch_pairs_out_t *out);
-static ngx_int_t ngx_http_mdm_watch_pairs_header(ngx_http_request_t *r,
-    char *name, u_char *value, size_t len);
 
 
 /*
@@ -225,13 +223,13 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
     ngx_int_t                        rc;
     ngx_http_mdm_watch_pairs_ctx_t  *ctx;
 
-    if (ngx_http_mdm_watch_pairs_header(r, "Vary", (u_char *) "Accept", 6)
+    if (ngx_http_mdm_watch_header(r, "Vary", (u_char *) "Accept", 6)
         != NGX_OK
-        || ngx_http_mdm_watch_pairs_header(r, "Cache-Control",
-                                           (u_char *) "no-store", 8)
+        || ngx_http_mdm_watch_header(r, "Cache-Control",
+                                     (u_char *) "no-store", 8)
            != NGX_OK
-        || ngx_http_mdm_watch_pairs_header(r, "X-Content-Type-Options",
-                                           (u_char *) "nosniff", 7)
+        || ngx_http_mdm_watch_header(r, "X-Content-Type-Options",
+                                     (u_char *) "nosniff", 7)
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -258,15 +256,14 @@ ngx_http_mdm_watch_pairs_handler(ngx_http_request_t *r)
     rc = ngx_http_mdm_watch_pairs_format(r, ctx);
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        if (ngx_http_mdm_watch_pairs_header(r, "Allow",
-                                            (u_char *) "GET, HEAD", 9)
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_mdm_watch_not_allowed(r, "GET, HEAD");
+
+        if (rc != NGX_HTTP_NOT_ALLOWED) {
+            return rc;
         }
 
         ctx->error = "only GET and HEAD are allowed";
-        return ngx_http_mdm_watch_pairs_error(r, ctx, NGX_HTTP_NOT_ALLOWED);
+        return ngx_http_mdm_watch_pairs_error(r, ctx, rc);
     }
 
     if (rc == NGX_OK) {
@@ -1244,9 +1241,9 @@ ngx_http_mdm_watch_pairs_send(ngx_http_request_t *r,
         type = &ngx_http_mdm_watch_pairs_html_type;
         r->headers_out.content_type_len = sizeof("text/html") - 1;
 
-        if (ngx_http_mdm_watch_pairs_header(r, "Content-Security-Policy",
-                                    ngx_http_mdm_watch_pairs_csp.data,
-                                    ngx_http_mdm_watch_pairs_csp.len)
+        if (ngx_http_mdm_watch_header(r, "Content-Security-Policy",
+                                      ngx_http_mdm_watch_pairs_csp.data,
+                                      ngx_http_mdm_watch_pairs_csp.len)
             != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1267,25 +1264,4 @@ ngx_http_mdm_watch_pairs_send(ngx_http_request_t *r,
     }
 
     return ngx_http_output_filter(r, out->first);
-}
-
-
-static ngx_int_t
-ngx_http_mdm_watch_pairs_header(ngx_http_request_t *r, char *name,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value.data = value;
-    h->value.len = len;
-
-    return NGX_OK;
 }

@@ -435,6 +435,20 @@ for my $case (
         "$what: logged at the info level", $mark);
 }
 
+# the first page answered otherwise than 503, once the worker has
+# connected to the Redis just started, within $limit seconds
+sub past_503 {
+    my ($limit) = @_;
+    my $deadline = time + MdmWatch::Test::slow($limit);
+    my ($res, $json);
+    while (time < $deadline) {
+        ($res, $json) = get_pairs($t, '');
+        last if ($res->{status} // 0) != 503;
+        select undef, undef, undef, 0.05;
+    }
+    return ($res, $json);
+}
+
 # 6. without Redis
 
 # the counters of the answers that are not the client's doing
@@ -483,13 +497,7 @@ counted('without Redis', sub {
     my $what = 'a Redis answering an integer to the page script';
     $t->start_fake_redis('--mode', 'normal', '--eval-reply', 1);
     my $mark = $t->log_mark;
-    my $deadline = time + MdmWatch::Test::slow(5);
-    my ($r2, $j2);
-    while (time < $deadline) {
-        ($r2, $j2) = get_pairs($t, '');
-        last if ($r2->{status} // 0) != 503;
-        select undef, undef, undef, 0.05;
-    }
+    my ($r2, $j2) = past_503(5);
     is($r2->{status}, 500, "$what: 500");
     counted($what, sub {
         my ($r3) = get_pairs($t, '');
@@ -509,12 +517,7 @@ $t->start_redis;
 
 {
     # the worker connects again after its backoff
-    my $deadline = time + MdmWatch::Test::slow(10);
-    while (time < $deadline) {
-        my ($r) = get_pairs($t, '');
-        last if ($r->{status} // 0) != 503;
-        select undef, undef, undef, 0.1;
-    }
+    past_503(10);
 
     my $what = 'an index with 3,000 entries whose records are gone';
     my @dead = map { sprintf '00008301-E%015X', $_ } 0 .. 2999;
